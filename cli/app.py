@@ -329,12 +329,24 @@ def unlearn(
     method: str = typer.Option("sspu", help="sspu, align, rmu, ga, graddiff, npo or clamp."),
     model: str | None = typer.Option(None, help="Model spec (default: the subspace's model, else 'world')."),
     layer: int | None = typer.Option(None, help="Hooked layer (default: the subspace's)."),
-    forget: str = typer.Option("world:forget_corpus", help="Forget corpus (topic methods)."),
-    retain: str = typer.Option("world:retain_corpus", help="Retain corpus (topic methods)."),
+    forget: str | None = typer.Option(
+        None,
+        help="Forget corpus [default: world:forget_corpus; align: world:forget_entities_corpus, "
+        "texts about the target entities].",
+    ),
+    retain: str | None = typer.Option(
+        None,
+        help="Retain corpus [default: world:retain_corpus; align: world:retain_entities_corpus, "
+        "retain people's biographies and QA lines, preserved].",
+    ),
     text_column: str = typer.Option("text", help="Text column of the corpora."),
-    entities: str = typer.Option("world:entity_prompts", help="align: prompts with set target/known."),
+    entities: str | None = typer.Option(
+        None,
+        help="align: also entity prompts (set target: their name tokens join the forget side; "
+        "set known: preserved), e.g. world:entity_prompts.",
+    ),
     template: str | None = typer.Option(
-        "bare", help="align: keep rows with this template (when the column exists)."
+        "bare", help="align: keep --entities rows with this template (when the column exists)."
     ),
     option: list[str] = typer.Option(
         [], "--option", "-o", help="Method option KEY=VALUE (e.g. -o steering_coeff=50); repeatable."

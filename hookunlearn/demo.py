@@ -56,9 +56,10 @@ def run_demo(
     saes = [load_sae(world / "saes" / f"layer_{layer}", base) for layer in range(base.cfg.n_layers)]
     forget = load_texts(data / "forget_corpus.jsonl")
     retain = load_texts(data / "retain_corpus.jsonl")
+    forget_entities = load_texts(data / "forget_entities_corpus.jsonl")
+    retain_entities = load_texts(data / "retain_entities_corpus.jsonl")
     prompts = parse_entity_prompts(load_records(data / "entity_prompts.jsonl"), "entity_prompts")
     targets = [p for p in prompts if p.set == "target"]
-    known = [p for p in prompts if p.set == "known"]
 
     say("select + build (topic)")
     topic = select(base, saes, forget=forget, retain=retain)
@@ -88,8 +89,8 @@ def run_demo(
                 "align",
                 subspace=entity_sub,
                 sae=load_sae(world / "saes" / f"layer_{entity.chosen_layer}", model),
-                targets=targets,
-                known=known,
+                forget=forget_entities,
+                retain=retain_entities,
                 train=train,
             )
         else:

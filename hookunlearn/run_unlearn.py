@@ -20,6 +20,20 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+DEFAULT_CORPORA: dict[str, tuple[str, str]] = {
+    "align": ("world:forget_entities_corpus", "world:retain_entities_corpus"),
+}
+"""Per-method default forget/retain corpora; every other method: the world's topic corpora."""
+
+
+def default_corpora(method: str, forget: str | None, retain: str | None) -> tuple[str, str]:
+    """``--forget``/``--retain`` as given, else the method's defaults on the embedded world."""
+    default_forget, default_retain = DEFAULT_CORPORA.get(
+        method, ("world:forget_corpus", "world:retain_corpus")
+    )
+    return forget or default_forget, retain or default_retain
+
+
 def run_unlearn(
     *,
     out: Path,
@@ -27,10 +41,10 @@ def run_unlearn(
     subspace_dir: str | None,
     model_spec: str | None,
     layer: int | None,
-    forget: str,
-    retain: str,
+    forget: str | None,
+    retain: str | None,
     text_column: str,
-    entities: str,
+    entities: str | None,
     template: str | None,
     options: dict[str, Any],
     train_options: dict[str, Any],
@@ -92,18 +106,18 @@ def run_unlearn(
     from hookunlearn.unlearn import unlearn
 
     data: dict[str, Any] = {}
-    forget_texts = retain_texts = targets = known = None
-    if method == "align":
+    targets = known = None
+    forget, retain = default_corpora(method, forget, retain)
+    if method == "align" and entities:
         from hookunlearn.selection import parse_entity_prompts
 
         prompts = parse_entity_prompts(load_records(entities), entities, template=template)
         targets = [p for p in prompts if p.set == "target"]
         known = [p for p in prompts if p.set == "known"]
         data["entities"] = {"spec": entities, **fingerprint_texts(p.prompt for p in prompts)}
-    else:
-        forget_texts, retain_texts = load_texts(forget, text_column), load_texts(retain, text_column)
-        data["forget"] = {"spec": forget, **fingerprint_texts(forget_texts)}
-        data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
+    forget_texts, retain_texts = load_texts(forget, text_column), load_texts(retain, text_column)
+    data["forget"] = {"spec": forget, **fingerprint_texts(forget_texts)}
+    data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
 
     stage = staging_dir(out)
     if resume:

@@ -195,6 +195,9 @@ class EntityPrompt:
     """``known``, ``unknown`` or ``target``."""
     fold: str
     """``select`` (used to score latents) or ``heldout`` (used to report the scores)."""
+    entity_start_char: int | None = None
+    """First character of the entity (``entity_start_char`` column, or from ``entity``); None
+    when unknown, and then only the last entity token counts as the entity span."""
 
 
 ENTITY_SETS: tuple[str, ...] = ("known", "unknown", "target")
@@ -204,7 +207,7 @@ def parse_entity_prompts(
     records: Sequence[Mapping[str, Any]], source: str, *, template: str | None = "bare"
 ) -> list[EntityPrompt]:
     """Rows with ``prompt``, ``set`` and either ``entity_end_char`` or ``entity`` (its last
-    occurrence in the prompt); optional ``fold`` (else a stable 50/50 split by entity) and
+    occurrence in the prompt); optional ``entity_start_char``, ``fold`` (else a stable 50/50 split by entity) and
     ``template`` (rows are filtered to ``template`` when the column exists)."""
     if not records:
         raise DataError(f"{source}: no entity prompts.")
@@ -226,6 +229,7 @@ def parse_entity_prompts(
             )
         prompt = record["prompt"]
         end = record.get("entity_end_char")
+        start = record.get("entity_start_char")
         if end is None:
             start = prompt.rfind(record["entity"])
             if start < 0:
@@ -233,10 +237,19 @@ def parse_entity_prompts(
                     f"{source}: record {index}: entity {record['entity']!r} is not in its prompt."
                 )
             end = start + len(record["entity"])
+        elif start is None and isinstance(record.get("entity"), str) and record["entity"]:
+            candidate = int(end) - len(record["entity"])
+            start = candidate if prompt[candidate : int(end)] == record["entity"] else None
         if not 0 < end <= len(prompt):
             raise DataError(f"{source}: record {index}: entity_end_char {end} is outside the prompt.")
+        if start is not None and not 0 <= start < end:
+            raise DataError(
+                f"{source}: record {index}: entity_start_char {start} must be in [0, entity_end_char)."
+            )
         fold = record.get("fold") or _stable_fold(str(record.get("entity", prompt)))
-        prompts.append(EntityPrompt(prompt, int(end), record["set"], fold))
+        prompts.append(
+            EntityPrompt(prompt, int(end), record["set"], fold, None if start is None else int(start))
+        )
     for name in ("known", "unknown"):
         if not any(p.set == name and p.fold == "select" for p in prompts):
             raise DataError(

@@ -112,6 +112,38 @@ def tokenize_span_ends(
     return TokenData(tokens, mask)
 
 
+def tokenize_entity_spans(
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    span_starts: Sequence[int | None],
+    span_ends: Sequence[int],
+) -> TokenData:
+    """Entity prompts: the loss reads every token of the entity name (from the token holding
+    ``span_start`` to the one holding ``span_end - 1``; the last token alone when the start is None)."""
+    from hookunlearn.activations import last_token_of_span
+
+    data = tokenize_span_ends(model, prompts, span_ends)
+    for row, (prompt, start, end) in enumerate(zip(prompts, span_starts, span_ends, strict=True)):
+        if start is not None:
+            first = last_token_of_span(model, prompt, start + 1)
+            data.mask[row, first : last_token_of_span(model, prompt, end) + 1] = True
+    return data
+
+
+def concat_token_data(parts: Sequence[TokenData]) -> TokenData:
+    """Rows of several datasets in one (right-padded to the widest; padding is masked out)."""
+    if not parts:
+        raise HookunlearnError("an unlearning dataset is empty.")
+    width = max(part.tokens.shape[1] for part in parts)
+    tokens = torch.cat(
+        [torch.nn.functional.pad(part.tokens, (0, width - part.tokens.shape[1])) for part in parts]
+    )
+    mask = torch.cat(
+        [torch.nn.functional.pad(part.mask, (0, width - part.mask.shape[1]), value=False) for part in parts]
+    )
+    return TokenData(tokens, mask)
+
+
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Int[Tensor, " b"]:
     """Rows of step ``step``: consecutive slices of a per-epoch seeded permutation."""
     rows = []

@@ -1,8 +1,9 @@
 """`unlearn(...)`: run one method on a model and return (and optionally save) the result.
 
 Data by method: ``sspu``, ``rmu``, ``ga``, ``graddiff``, ``npo`` read a forget and a retain corpus
-(texts); ``align`` reads target-entity prompts (the forget side) and known-entity prompts (the
-retain side), with the loss at the entity's last token. The hooked layer is the subspace's (or
+(texts); ``align`` reads, on the forget side, target-entity prompts (every token of the entity
+name) and/or texts about the targets (every token), and on the retain side known-entity prompts
+and/or retain texts (every token, preserved). The hooked layer is the subspace's (or
 ``layer``). The model is edited in place.
 """
 
@@ -27,8 +28,9 @@ from hookunlearn.train import (
     TrainConfig,
     Trainer,
     TrainResult,
+    concat_token_data,
     sequence_nll,
-    tokenize_span_ends,
+    tokenize_entity_spans,
     tokenize_texts,
 )
 
@@ -89,12 +91,29 @@ def unlearn(
     if layer is None:
         raise HookunlearnError(f"method {method!r}: give the hooked layer (or a subspace that names it).")
     if method == "align":
-        if not targets or not known:
-            raise HookunlearnError("align needs target-entity prompts and known-entity prompts.")
-        forget_data = tokenize_span_ends(
-            model, [p.prompt for p in targets], [p.entity_end_char for p in targets]
-        )
-        retain_data = tokenize_span_ends(model, [p.prompt for p in known], [p.entity_end_char for p in known])
+        if not targets and not forget:
+            raise HookunlearnError(
+                "align needs target-entity prompts and/or a forget corpus about the targets."
+            )
+        if not known and not retain:
+            raise HookunlearnError("align needs known-entity prompts and/or a retain corpus to preserve.")
+        forget_parts, retain_parts = [], []
+        if targets:
+            forget_parts.append(
+                tokenize_entity_spans(
+                    model,
+                    [p.prompt for p in targets],
+                    [p.entity_start_char for p in targets],
+                    [p.entity_end_char for p in targets],
+                )
+            )
+        if forget:
+            forget_parts.append(tokenize_texts(model, forget, max_tokens))
+        if known:
+            retain_parts.append(tokenize_texts(model, [p.prompt for p in known], max_tokens))
+        if retain:
+            retain_parts.append(tokenize_texts(model, retain, max_tokens))
+        forget_data, retain_data = concat_token_data(forget_parts), concat_token_data(retain_parts)
     else:
         if not forget or not retain:
             raise HookunlearnError(f"method {method!r} needs a forget corpus and a retain corpus.")

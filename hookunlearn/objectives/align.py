@@ -1,12 +1,14 @@
 """Known-to-unknown alignment (our reading of Yamashita et al., arXiv 2509.15631).
 
 Forgetting = the target entity's SAE code is indistinguishable from the codes of entities the model
-has never heard of. On target-entity prompts (the forget batch, loss read at the entity's last
-token), with ``f`` the SAE code of the residual at the hooked layer:
-``loss = d(f, c_unknown) + push * relu(margin - d(f, c_known)) + alpha * MSE(h(known), h^theta0(known))``
+has never heard of. On the forget batch (the tokens of target-entity names, and every token of
+texts about the targets), with ``f`` the SAE code of the residual at the hooked layer:
+``loss = d(f, c_unknown) + push * relu(margin - d(f, c_known)) + alpha * MSE(h(retain), h^theta0(retain))``
 where the centroids come from `build` (over all latents, or the selected ones with
 ``space="selected"``) and ``d`` is ``l2`` or ``cosine`` distance; the last term preserves the
-activations of known (retain) entities.
+activations at every token of known-entity prompts and retain texts (e.g. the retain people's
+biographies and QA lines: without text in the QA format the preservation does not hold recall;
+see docs/methods.md).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class AlignConfig:
     """Push term: penalise d(f, c_known) below this margin (0 disables the push)."""
     push: float = 1.0
     """Weight of the push term."""
-    alpha: float = 10.0
-    """Weight of the known-entity activation preservation."""
+    alpha: float = 30.0
+    """Weight of the retain activation preservation (world sweep: 10 forgets as well but costs
+    more off-target MC accuracy; 100 forgets nothing)."""
     space: Literal["all", "selected"] = "all"
     """Compare codes over all latents or only the selected (relevant) ones."""
 

@@ -71,6 +71,7 @@ FILE_NAMES: dict[str, str] = {
     "forget_corpus": "forget_corpus.jsonl",
     "retain_corpus": "retain_corpus.jsonl",
     "forget_entities_corpus": "forget_entities_corpus.jsonl",
+    "retain_entities_corpus": "retain_entities_corpus.jsonl",
     "heldout_text": "heldout_text.jsonl",
 }
 """What `World.write` writes: key -> file name (the keys of its returned mapping)."""
@@ -608,6 +609,23 @@ class World:
         self._check_no_unknown_names((row["text"] for row in rows), "forget_entities_corpus")
         return rows
 
+    def retain_entities_corpus_rows(self) -> list[dict[str, Any]]:
+        """What `align` preserves, the retain-side twin of `forget_entities_corpus_rows`: one
+        biography rendering per retain person (type "biography"), plus the QA lines of the retain
+        people of the ``select`` fold who had QA in training (type "qa"). The ``heldout`` fold's
+        QA format never appears here, so their recall measures preservation honestly."""
+        rng = _rng(self.config.seed, "retain_entities_corpus")
+        rows = []
+        for person in self.retain_people:
+            text = self._biography(rng, person.name, person.attributes)
+            rows.append({"text": text, "type": "biography", "entity": person.name, "fold": person.fold})
+            if person.qa_in_training and person.fold == "select":
+                for attribute in ATTRIBUTES:
+                    text = self._qa_text(person.name, attribute, person.attributes[attribute])
+                    rows.append({"text": text, "type": "qa", "entity": person.name, "fold": person.fold})
+        self._check_no_unknown_names((row["text"] for row in rows), "retain_entities_corpus")
+        return rows
+
     def heldout_text_rows(self) -> list[dict[str, Any]]:
         """``n_heldout_units`` units drawn from a fresh epoch-like sample (its own stream: new
         biography renderings, new rare names, new filler), with ``type`` and ``split``."""
@@ -652,6 +670,7 @@ class World:
             "forget_corpus": self.forget_corpus_rows(),
             "retain_corpus": self.retain_corpus_rows(),
             "forget_entities_corpus": self.forget_entities_corpus_rows(),
+            "retain_entities_corpus": self.retain_entities_corpus_rows(),
             "heldout_text": self.heldout_text_rows(),
         }
         paths: dict[str, Path] = {}

@@ -156,3 +156,59 @@ def test_unknown_method_and_option(setup) -> None:
         unlearn(load_model(setup["dir"]), "rmu", layer=1, forget=["a"], retain=["b"], options={"colour": 1})
     with pytest.raises(HookunlearnError, match="needs a subspace"):
         unlearn(load_model(setup["dir"]), "sspu", layer=1, forget=["a"], retain=["b"])
+
+
+def test_entity_span_mask_covers_the_whole_name(setup) -> None:
+    from hookunlearn.train import concat_token_data, tokenize_entity_spans, tokenize_texts
+
+    model = load_model(setup["dir"], device="cpu")
+    target = next(p for p in setup["targets"] if p.entity_start_char is not None)
+    name = target.prompt[target.entity_start_char : target.entity_end_char]
+    spans = tokenize_entity_spans(
+        model, [target.prompt], [target.entity_start_char], [target.entity_end_char]
+    )
+    name_tokens = model.tokenizer(name, add_special_tokens=False)["input_ids"]
+    assert int(spans.mask.sum()) == len(name_tokens)
+    masked = spans.tokens[0][spans.mask[0]].tolist()
+    assert model.tokenizer.decode(masked).strip() == name
+    last_only = tokenize_entity_spans(model, [prompt], [None], [len(prompt)])
+    assert int(last_only.mask.sum()) == 1
+    both = concat_token_data([spans, tokenize_texts(model, ["a much longer text than the name alone"])])
+    assert both.tokens.shape[0] == 2 and both.mask.shape == both.tokens.shape
+    assert torch.equal(both.mask[0, : spans.mask.shape[1]], spans.mask[0])
+    assert not both.mask[0, spans.mask.shape[1] :].any()
+
+
+def test_align_from_corpora_alone_moves_target_codes_towards_unknown(setup, quick_world: Path) -> None:
+    from hookunlearn.selection import entity_stats
+
+    data = quick_world / "data"
+    forget = load_texts(data / "forget_entities_corpus.jsonl")
+    retain = load_texts(data / "retain_entities_corpus.jsonl")
+    sub, sae = setup["entity"], setup["saes"][1]
+    model = load_model(setup["dir"], device="cpu")
+
+    def distances() -> tuple[float, float]:
+        code = entity_stats(model, {1: sae}, setup["targets"])[1]["target"].mean_code
+        return (
+            float((code - sub.centroids["code_unknown_all"]).norm()),
+            float((code - sub.centroids["code_known_all"]).norm()),
+        )
+
+    unknown_before, known_before = distances()
+    result = unlearn(
+        model,
+        "align",
+        subspace=sub,
+        sae=sae,
+        forget=forget,
+        retain=retain,
+        train=TrainConfig(steps=40, lr=3e-3, batch_size=8),
+    )
+    unknown_after, known_after = distances()
+    assert unknown_after < unknown_before and known_after > known_before
+    assert result.train.log[-1]["to_unknown"] < result.train.log[0]["to_unknown"]
+    with pytest.raises(HookunlearnError, match="forget corpus about the targets"):
+        unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, retain=retain)
+    with pytest.raises(HookunlearnError, match="retain corpus to preserve"):
+        unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, forget=forget)

@@ -212,6 +212,7 @@ def test_jsonl_loads_with_datasets(tmp_path: Path, quick: World) -> None:
         "forget_corpus": {"text"},
         "retain_corpus": {"text"},
         "forget_entities_corpus": {"text"},
+        "retain_entities_corpus": {"text", "type", "entity", "fold"},
         "heldout_text": {"text", "type"},
     }
     for key, columns in expected.items():
@@ -231,3 +232,18 @@ def test_bad_config_is_a_user_error() -> None:
         WorldConfig(forget_fraction=1.5)
     with pytest.raises(HookunlearnError, match="n_known"):
         WorldConfig(n_known=0)
+
+
+def test_retain_entities_corpus_keeps_the_heldout_fold_out_of_qa_format(world: World) -> None:
+    rows = world.retain_entities_corpus_rows()
+    retain = {p.name: p for p in world.retain_people}
+    assert {row["entity"] for row in rows if row["type"] == "biography"} == set(retain)
+    qa_people = {row["entity"] for row in rows if row["type"] == "qa"}
+    assert qa_people == {n for n, p in retain.items() if p.fold == "select" and p.qa_in_training}
+    text = "\n".join(row["text"] for row in rows)
+    heldout_qa = [
+        row["prompt"] for row in world.entity_qa_rows() if row["split"] == "retain" and row["fold"] == "heldout"
+    ]
+    assert heldout_qa and not [q for q in heldout_qa if q in text]
+    assert not [p.name for p in world.forget_people if p.name in text]
+    assert all(row["entity"] in row["text"] for row in rows)
