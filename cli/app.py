@@ -457,94 +457,191 @@ def _parse_option(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-@app.command(name="eval", short_help="Measure forgetting, retained knowledge, robustness.")
+@app.command("eval", short_help="Did it forget, what did it keep, does it hold under attack.")
 def eval_(
     model: str = typer.Argument(
-        "world", help="Model spec: 'world', a local HF checkpoint dir, or a TransformerLens name."
+        "world",
+        help="Model spec: 'world', a local HF checkpoint dir (e.g. RUN/model), or a TransformerLens name.",
+    ),
+    baseline: str | None = typer.Option(
+        None,
+        help="Base model spec to compare with, or an earlier `eval --out` directory (its results are reused).",
+    ),
+    suite: list[str] = typer.Option(
+        [],
+        "--suite",
+        "-s",
+        help="Suite NAME or NAME:key=value,...; repeatable. `hookunlearn eval --list-suites` lists them.",
     ),
     mc: list[str] = typer.Option(
-        [], "--mc", help="Multiple-choice data spec (cais/wmdp schema); repeatable."
+        [], "--mc", help="Shortcut for --suite mc:data=SPEC (cais/wmdp schema); repeatable."
     ),
     qa: list[str] = typer.Option(
-        [], "--qa", help="Entity QA data spec (prompt, answer, entity, split); repeatable."
+        [], "--qa", help="Shortcut for --suite qa:data=SPEC (prompt, answer, entity, split); repeatable."
     ),
     protocol: str = typer.Option(
-        "continuation", help="MC protocol: 'letter' (lm-eval's A-D) or 'continuation'."
+        "continuation", help="--mc protocol: 'letter' (lm-eval's A-D) or 'continuation'."
     ),
     length_normalized: bool = typer.Option(
-        False, "--length-normalized", help="Continuation: divide by choice length (acc_norm)."
+        False, "--length-normalized", help="--mc continuation: divide by choice length (acc_norm)."
     ),
     description: str = typer.Option(
-        "", help="Letter protocol: the description line, e.g. the WMDP/MMLU topic sentence."
+        "auto", help="--mc letter protocol: description line topic ('auto', 'none' or a topic word)."
     ),
-    limit: int | None = typer.Option(None, min=1, help="Evaluate only the first N items of each suite."),
-    out: str | None = typer.Option(None, help="Write report.json + manifest.json into this directory."),
+    subspace: str | None = typer.Option(
+        None, help="A `hookunlearn build` directory: the probe suite's hook, centroids and latents."
+    ),
+    limit: int | None = typer.Option(
+        None, min=1, help="At most N items per suite (suites whose spec sets no limit)."
+    ),
+    seed: int = typer.Option(0, help="Seed for suites that sample (few-shot examples, relearning split)."),
+    out: str | None = typer.Option(
+        None, help="Write report.json, report.md, plots/ and manifest.json into this directory."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     batch_size: int = typer.Option(32, min=1, help="Sequences per forward pass."),
-    intervention: str | None = typer.Option(None, help="Apply a clamp intervention directory through hooks."),
+    intervention: str | None = typer.Option(
+        None, help="Apply a clamp intervention directory (to the evaluated model) through hooks."
+    ),
+    list_suites: bool = typer.Option(
+        False, "--list-suites", help="List the suites and their options, then exit."
+    ),
 ) -> None:
     """Measure forgetting, retained knowledge and robustness to attacks.
 
-    With no suites and the world model, runs the world's hazard and benign MC and entity QA.
+    With no suites and the world model, runs the world's hazard and benign MC, entity QA and
+    retain perplexity. With --baseline, every metric is shown as base, unlearned and delta.
 
     \b
-    Example: hookunlearn eval world --mc world:mc_hazard --qa world:entity_qa --out report/
+    Examples:
+      hookunlearn eval run/model --baseline world --suite jailbreak --suite relearn --out report/
+      hookunlearn eval run/model --baseline report-base/ --suite wmdp:subset=wmdp-cyber --suite mmlu
     """
     with user_errors():
         from hookunlearn.errors import HookunlearnError
 
+        if list_suites:
+            _echo_suites()
+            return
         if protocol not in ("letter", "continuation"):
             raise HookunlearnError(f"--protocol {protocol!r}: choose 'letter' or 'continuation'.")
-        if not mc and not qa:
-            if model != "world":
-                raise HookunlearnError(
-                    "no suites given: pass --mc and/or --qa data specs (files, hub ids, world:NAME)."
-                )
-            from hookunlearn.evaluation.report import WORLD_MC, WORLD_QA
-
-            mc, qa = list(WORLD_MC), list(WORLD_QA)
         if out is not None:
             from hookunlearn.artifacts import check_can_write
 
             check_can_write(out, force=force)
-        from hookunlearn.evaluation.report import evaluate
+        import dataclasses
+
+        from hookunlearn.evaluation.report import WORLD_SUITES, evaluate, find_train_log, read_report
+        from hookunlearn.evaluation.standard import MCConfig, MCSuite, QAConfig, QASuite
+        from hookunlearn.evaluation.suites import EvalContext, parse_suite_spec
+
+        suites = [parse_suite_spec(text) for text in suite]
+        suites += [
+            MCSuite(
+                MCConfig(
+                    data=spec,
+                    protocol=protocol,  # type: ignore[arg-type]
+                    description=description,
+                    length_normalized=length_normalized,
+                )
+            )
+            for spec in mc
+        ]
+        suites += [QASuite(QAConfig(data=spec)) for spec in qa]
+        if not suites:
+            if model != "world":
+                raise HookunlearnError(
+                    "no suites given: pass --suite NAME (see --list-suites), --mc or --qa data specs."
+                )
+            suites = [parse_suite_spec(text) for text in WORLD_SUITES]
+        for item in suites:
+            fields = {f.name for f in dataclasses.fields(item.config)}
+            changes = {}
+            if limit is not None and "limit" in fields and item.config.limit is None:
+                changes["limit"] = limit
+            if changes:
+                item.config = dataclasses.replace(item.config, **changes)
+        from pathlib import Path
+
         from hookunlearn.models import load_model
 
+        base_arg = None
+        if baseline is not None and (Path(baseline) / "report.json").is_file():
+            base_arg = read_report(baseline)
+        elif baseline is not None:
+            base_arg = load_model(baseline, device=device, dtype=dtype)
         loaded = load_model(model, device=device, dtype=dtype)
+        context = EvalContext(batch_size=batch_size, seed=seed, progress=lambda m: typer.echo(m, err=True))
+        if subspace is not None:
+            from hookunlearn.saes import load_sae
+            from hookunlearn.subspace import Subspace
+
+            context.subspace = Subspace.load(subspace)
+            if context.subspace.sae.get("spec"):
+                context.sae = load_sae(context.subspace.sae["spec"], loaded)
         applied = contextlib.nullcontext()
         if intervention is not None:
             from hookunlearn.clamp import ClampIntervention
 
             applied = ClampIntervention.load(intervention).applied(loaded)
+        options = {
+            "suites": [item.instance_name() for item in suites],
+            "baseline": baseline,
+            "subspace": subspace,
+            "intervention": intervention,
+            "seed": seed,
+            "batch_size": batch_size,
+        }
         with applied:
             report = evaluate(
                 loaded,
-                mc=mc,
-                qa=qa,
-                protocol=protocol,  # type: ignore[arg-type]
-                length_normalized=length_normalized,
-                description=description.replace("\\n", "\n"),
-                limit=limit,
-                batch_size=batch_size,
+                suites,
+                baseline=base_arg,
+                context=context,
+                options=options,
+                train_log=find_train_log(model),
             )
-        if intervention is not None:
-            report.options["intervention"] = intervention
         _print_table(
-            ["suite", "metric", "value", "n"], [(a, b, f"{c:.3f}", str(d)) for a, b, c, d in report.rows()]
+            ["suite", "metric", "base", "value", "delta", "n"],
+            [
+                (
+                    a,
+                    b,
+                    "" if c is None else f"{c:.3f}",
+                    f"{d:.3f}",
+                    "" if e is None else f"{e:+.3f}",
+                    str(f),
+                )
+                for a, b, c, d, e, f in report.rows()
+            ],
         )
         if out is not None:
-            from hookunlearn.artifacts import Manifest, write_run
+            from hookunlearn.artifacts import Manifest
+            from hookunlearn.evaluation.report import write_report
 
             manifest = Manifest(
                 kind="report",
                 command="hookunlearn eval",
-                model=report.model,
-                options={**report.options, "mc": list(mc), "qa": list(qa)},
+                model=report.evaluated.model,
+                options=options,
             )
-            write_run(out, manifest, json_files={"report.json": report.to_dict()}, force=force)
-            typer.echo(f"wrote {out}/report.json")
+            write_report(out, report, manifest, force=force)
+            typer.echo(f"wrote {out}/report.json, report.md and plots/")
+
+
+def _echo_suites() -> None:
+    import dataclasses
+
+    from hookunlearn.evaluation.suites import get_suite, suite_names
+
+    for name in suite_names():
+        cls = get_suite(name)
+        typer.echo(f"{name}: {cls.summary}")
+        for f in dataclasses.fields(cls.Config):
+            default = f.default if f.default is not dataclasses.MISSING else "(required)"
+            typer.echo(f"    {f.name} = {default!r}")
 
 
 def _print_table(header: list[str], rows: list[tuple[str, ...]]) -> None:

@@ -1,96 +1,355 @@
-"""`evaluate(...)`: run the chosen suites on a model and return a typed, versioned report."""
+"""Reports: run suites on a model (and its base), compare, and write what a person reads.
+
+``report.json`` (``REPORT_VERSION``) holds, for the evaluated model and optionally its baseline,
+each suite's `SuiteResult` (suite, name, version, config, metrics, n, details, seconds).
+``report.md`` is one table, metric by metric: base, unlearned, delta. ``plots/`` holds one
+before/after bar chart per suite and, when the model came out of ``hookunlearn unlearn``, the loss
+curves of its ``train_log.jsonl``.
+
+A baseline given as a directory with a ``report.json`` (an earlier ``hookunlearn eval --out``) is
+read, not recomputed: its suites are reused when their name, suite version and config match.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformer_lens import HookedTransformer
 
-from hookunlearn.data import load_records
-from hookunlearn.evaluation.mc import Protocol, evaluate_mc, parse_questions
-from hookunlearn.evaluation.qa import evaluate_qa, parse_qa
+from hookunlearn.errors import HookunlearnError
+from hookunlearn.evaluation.suites import EvalContext, Suite, SuiteResult
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
-WORLD_MC = ("world:mc_hazard", "world:mc_benign")
-WORLD_QA = ("world:entity_qa",)
+WORLD_SUITES: tuple[str, ...] = (
+    "mc:data=world:mc_hazard",
+    "mc:data=world:mc_benign",
+    "qa",
+    "perplexity",
+)
+"""What ``hookunlearn eval`` runs on the world model when no suite is named."""
+
+
+@dataclass
+class ModelResults:
+    model: dict[str, Any]
+    results: dict[str, SuiteResult] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "results": {k: v.to_dict() for k, v in self.results.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelResults:
+        return cls(dict(data["model"]), {k: SuiteResult.from_dict(v) for k, v in data["results"].items()})
 
 
 @dataclass
 class EvalReport:
-    model: dict[str, Any]
-    mc: dict[str, dict[str, Any]] = field(default_factory=dict)
-    qa: dict[str, dict[str, Any]] = field(default_factory=dict)
+    evaluated: ModelResults
+    baseline: ModelResults | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    train_log: list[dict[str, Any]] | None = None
     report_version: int = REPORT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "report_version": self.report_version,
-            "model": self.model,
             "options": self.options,
-            "mc": self.mc,
-            "qa": self.qa,
+            "evaluated": self.evaluated.to_dict(),
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "train_log": self.train_log,
         }
 
-    def rows(self) -> list[tuple[str, str, float, int]]:
-        """(suite, metric, value, n) rows for a printed table."""
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
+        validate_report(data)
+        return cls(
+            evaluated=ModelResults.from_dict(data["evaluated"]),
+            baseline=ModelResults.from_dict(data["baseline"]) if data.get("baseline") else None,
+            options=dict(data.get("options") or {}),
+            train_log=data.get("train_log"),
+        )
+
+    def rows(self) -> list[tuple[str, str, float | None, float, float | None, int]]:
+        """(suite, metric, base, value, delta, n): base and delta are None without a baseline."""
         out = []
-        for name, result in self.mc.items():
-            out.append((name, f"mc accuracy ({result['protocol']})", result["accuracy"], result["n"]))
-        for name, result in self.qa.items():
-            for split, value in result["recall"].items():
-                out.append((name, f"recall [{split}]", value, result["n"][split]))
+        base = self.baseline.results if self.baseline is not None else {}
+        for name, result in self.evaluated.results.items():
+            other = base.get(name)
+            for metric, value in result.metrics.items():
+                reference = other.metrics.get(metric) if other is not None else None
+                delta = value - reference if reference is not None else None
+                out.append((name, metric, reference, value, delta, result.n.get(metric, 0)))
         return out
 
 
-def suite_name(spec: str) -> str:
-    """``world:mc_hazard`` -> ``mc_hazard``; ``dir/my_set.jsonl`` -> ``my_set``; hub ids as given."""
-    if spec.startswith("world:"):
-        return spec.removeprefix("world:")
-    return Path(spec).stem if Path(spec).exists() else spec
+def run_suites(
+    model: HookedTransformer,
+    suites: Sequence[Suite],
+    context: EvalContext,
+    *,
+    reuse: Mapping[str, SuiteResult] | None = None,
+) -> dict[str, SuiteResult]:
+    """Each suite's result by instance name; ``reuse`` results with the same name, version and
+    config are taken as they are (a baseline report's)."""
+    results: dict[str, SuiteResult] = {}
+    for suite in suites:
+        name = suite.instance_name()
+        if name in results:
+            raise HookunlearnError(f"two suites are both named {name!r}; give one a name=... option.")
+        previous = (reuse or {}).get(name)
+        if previous is not None and _same_suite(previous, suite):
+            results[name] = previous
+            continue
+        context.say(f"{name}: running")
+        results[name] = suite.run(model, context)
+    return results
+
+
+def _same_suite(result: SuiteResult, suite: Suite) -> bool:
+    import dataclasses
+
+    config = json.loads(json.dumps(dataclasses.asdict(suite.config)))
+    return result.suite == suite.name and result.version == suite.version and result.config == config
 
 
 def evaluate(
     model: HookedTransformer,
+    suites: Sequence[Suite],
     *,
-    mc: Sequence[str] = (),
-    qa: Sequence[str] = (),
-    protocol: Protocol = "continuation",
-    length_normalized: bool = False,
-    description: str = "",
-    limit: int | None = None,
-    batch_size: int = 32,
+    baseline: HookedTransformer | EvalReport | None = None,
+    context: EvalContext | None = None,
+    options: Mapping[str, Any] | None = None,
+    train_log: list[dict[str, Any]] | None = None,
 ) -> EvalReport:
-    """Multiple choice on each ``mc`` data spec and entity QA recall on each ``qa`` spec."""
+    """Run ``suites`` on ``model`` and on ``baseline`` (a model, or an earlier report whose
+    matching suite results are reused; suites it lacks run on no model and show no base)."""
     from hookunlearn.models import model_info
 
-    report = EvalReport(
-        model=model_info(model).to_dict(),
-        options={
-            "protocol": protocol,
-            "length_normalized": length_normalized,
-            "description": description,
-            "limit": limit,
-        },
-    )
-    for spec in mc:
-        records = load_records(spec)[:limit]
-        questions = parse_questions(records, spec)
-        result = evaluate_mc(
-            model,
-            questions,
-            protocol=protocol,
-            description=description,
-            length_normalized=length_normalized,
-            batch_size=batch_size,
+    context = context or EvalContext()
+    base_results: ModelResults | None = None
+    if isinstance(baseline, EvalReport):
+        base_results = baseline.evaluated
+    elif baseline is not None:
+        context.baseline = baseline
+        context.say("baseline")
+        base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
+    context.say("evaluated model")
+    evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+    if isinstance(baseline, EvalReport):
+        base_results = ModelResults(
+            base_results.model, {k: v for k, v in base_results.results.items() if k in evaluated.results}
         )
-        report.mc[suite_name(spec)] = {"spec": spec, **result.to_dict()}
-    for spec in qa:
-        items = parse_qa(load_records(spec)[:limit], spec)
-        result = evaluate_qa(model, items, batch_size=batch_size)
-        report.qa[suite_name(spec)] = {"spec": spec, **result.to_dict()}
-    return report
+    return EvalReport(evaluated, base_results, dict(options or {}), train_log)
+
+
+# --- schema ------------------------------------------------------------------------------
+
+
+def validate_report(data: Any) -> None:
+    """Raise `HookunlearnError` naming the first field that breaks the report schema."""
+
+    def need(condition: bool, where: str, what: str) -> None:
+        if not condition:
+            raise HookunlearnError(f"report.json: {where} {what}.")
+
+    need(isinstance(data, Mapping), "the file", "must hold a JSON object")
+    version = data.get("report_version")
+    need(isinstance(version, int), "report_version", "is missing or not an integer")
+    need(
+        version == REPORT_VERSION,
+        "report_version",
+        f"is {version}; this hookunlearn reads version {REPORT_VERSION} (re-run `hookunlearn eval`)",
+    )
+    for side in ("evaluated", "baseline"):
+        block = data.get(side)
+        if side == "baseline" and block is None:
+            continue
+        need(isinstance(block, Mapping), side, "must be an object")
+        need(isinstance(block.get("model"), Mapping), f"{side}.model", "must be an object")
+        results = block.get("results")
+        need(isinstance(results, Mapping), f"{side}.results", "must be an object")
+        for name, result in results.items():
+            where = f"{side}.results[{name!r}]"
+            need(isinstance(result, Mapping), where, "must be an object")
+            for key, kind in (("suite", str), ("name", str), ("version", int), ("config", Mapping)):
+                need(isinstance(result.get(key), kind), f"{where}.{key}", f"must be {kind.__name__}")
+            metrics = result.get("metrics")
+            need(isinstance(metrics, Mapping), f"{where}.metrics", "must be an object")
+            for metric, value in metrics.items():
+                need(
+                    isinstance(value, (int, float)) and not isinstance(value, bool),
+                    f"{where}.metrics[{metric!r}]",
+                    "must be a number",
+                )
+            n = result.get("n", {})
+            need(
+                isinstance(n, Mapping) and all(isinstance(v, int) for v in n.values()),
+                f"{where}.n",
+                "must map metrics to integer counts",
+            )
+    log = data.get("train_log")
+    need(log is None or isinstance(log, list), "train_log", "must be a list or null")
+
+
+def read_report(path: str | Path) -> EvalReport:
+    """An earlier report: ``report.json`` or the directory holding it."""
+    path = Path(path)
+    file = path / "report.json" if path.is_dir() else path
+    if not file.is_file():
+        raise HookunlearnError(f"{path}: no report.json here; run `hookunlearn eval ... --out {path}` first.")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise HookunlearnError(f"{file}: not valid JSON ({error.msg} at line {error.lineno}).") from None
+    return EvalReport.from_dict(data)
+
+
+# --- what a person reads --------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return str(value)
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.1f}"
+
+
+def _fmt_delta(value: float | None) -> str:
+    return "" if value is None else f"{value:+.3f}"
+
+
+def to_markdown(report: EvalReport) -> str:
+    """One table: suite, metric, base, unlearned, delta, n."""
+    evaluated = report.evaluated.model.get("spec") or report.evaluated.model.get("name") or "model"
+    lines = [f"# hookunlearn eval: {evaluated}", ""]
+    if report.baseline is not None:
+        base = report.baseline.model.get("spec") or report.baseline.model.get("name") or "baseline"
+        lines += [f"Baseline: {base}", ""]
+    lines += ["| suite | metric | base | unlearned | delta | n |", "|---|---|---|---|---|---|"]
+    for suite, metric, base_value, value, delta, n in report.rows():
+        lines.append(
+            f"| {suite} | {metric} | {_fmt(base_value)} | {_fmt(value)} | {_fmt_delta(delta)} | {n} |"
+        )
+    lines.append("")
+    seconds = sum(r.seconds for r in report.evaluated.results.values())
+    lines.append(
+        f"Suites took {seconds:.1f} s on the evaluated model. Suite versions and configs: report.json."
+    )
+    if report.train_log:
+        lines.append("Loss curves of the unlearning run: plots/train_loss.png.")
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: EvalReport, directory: Path) -> list[Path]:
+    """One before/after bar chart per suite and the run's loss curves; returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    base = report.baseline.results if report.baseline is not None else {}
+    for name, result in report.evaluated.results.items():
+        metrics = list(result.metrics)
+        if not metrics:
+            continue
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(metrics) + 2), 3.4))
+        positions = range(len(metrics))
+        width = 0.38
+        other = base.get(name)
+        if other is not None:
+            ax.bar(
+                [p - width / 2 for p in positions],
+                [other.metrics.get(m, float("nan")) for m in metrics],
+                width,
+                label="base",
+                color="#9aa5b1",
+            )
+        ax.bar(
+            [p + (width / 2 if other is not None else 0) for p in positions],
+            [result.metrics[m] for m in metrics],
+            width,
+            label="unlearned" if other is not None else "model",
+            color="#d1495b",
+        )
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
+        ax.set_title(name)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = directory / f"{_safe(name)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    if report.train_log:
+        keys = sorted({k for row in report.train_log for k in row if k not in ("step", "lr", "elapsed_s")})
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        for key in keys:
+            points = [
+                (row["step"], row[key]) for row in report.train_log if isinstance(row.get(key), (int, float))
+            ]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=key)
+        ax.set_xlabel("step")
+        ax.set_yscale("symlog")
+        ax.set_title("unlearning loss terms")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = directory / "train_loss.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def write_report(out: str | Path, report: EvalReport, manifest: Any, *, force: bool = False) -> Path:
+    """``out/``: report.json, report.md, plots/*.png and the run manifest, written atomically."""
+    from hookunlearn.artifacts import MANIFEST_NAME, run_directory, write_json
+
+    with run_directory(out, force=force) as tmp:
+        write_json(tmp / "report.json", report.to_dict())
+        (tmp / "report.md").write_text(to_markdown(report), encoding="utf-8")
+        write_plots(report, tmp / "plots")
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return Path(out)
+
+
+def find_train_log(model_spec: str) -> list[dict[str, Any]] | None:
+    """The ``train_log.jsonl`` of the run a model directory came from (``RUN/model`` or ``RUN``)."""
+    path = Path(model_spec)
+    for candidate in (path / "train_log.jsonl", path.parent / "train_log.jsonl"):
+        if candidate.is_file():
+            rows = []
+            for line in candidate.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    rows.append(json.loads(line))
+            return rows
+    return None
+
+
+__all__ = [
+    "REPORT_VERSION",
+    "WORLD_SUITES",
+    "EvalReport",
+    "ModelResults",
+    "evaluate",
+    "find_train_log",
+    "read_report",
+    "run_suites",
+    "to_markdown",
+    "validate_report",
+    "write_plots",
+    "write_report",
+]

@@ -162,13 +162,12 @@ def test_entity_span_mask_covers_the_whole_name(setup) -> None:
     from hookunlearn.train import concat_token_data, tokenize_entity_spans, tokenize_texts
 
     model = load_model(setup["dir"], device="cpu")
-    target = next(p for p in setup["targets"] if p.entity_start_char is not None)
-    name = target.prompt[target.entity_start_char : target.entity_end_char]
-    spans = tokenize_entity_spans(
-        model, [target.prompt], [target.entity_start_char], [target.entity_end_char]
-    )
-    name_tokens = model.tokenizer(name, add_special_tokens=False)["input_ids"]
-    assert int(spans.mask.sum()) == len(name_tokens)
+    bare = next(p for p in setup["targets"] if p.entity_start_char is not None)
+    name = bare.prompt[bare.entity_start_char : bare.entity_end_char]
+    prompt = f"The person {name}"  # the prefix must stay outside the span
+    spans = tokenize_entity_spans(model, [prompt], [len("The person ")], [len(prompt)])
+    first = int(spans.mask[0].nonzero()[0])
+    assert model.tokenizer.decode(spans.tokens[0, 1:first].tolist()).strip() == "The person"
     masked = spans.tokens[0][spans.mask[0]].tolist()
     assert model.tokenizer.decode(masked).strip() == name
     last_only = tokenize_entity_spans(model, [prompt], [None], [len(prompt)])

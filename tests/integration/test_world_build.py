@@ -79,15 +79,18 @@ def test_eval_cli_writes_report(quick_world: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, argv)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["report_version"] == 1
-    assert report["mc"]["mc_hazard"]["n"] == 20 and report["mc"]["mc_hazard"]["protocol"] == "continuation"
-    assert sum(report["qa"]["entity_qa"]["n"].values()) == 20
-    assert "mc accuracy (continuation)" in result.output
+    assert report["report_version"] == 2
+    results = report["evaluated"]["results"]
+    assert results["mc_hazard"]["n"]["accuracy"] == 20
+    assert results["mc_hazard"]["config"]["protocol"] == "continuation"
+    assert sum(v for k, v in results["entity_qa"]["n"].items() if k.startswith("recall")) == 20
+    assert "mc_hazard" in result.output and "accuracy" in result.output
+    assert (out / "report.md").is_file() and (out / "plots" / "mc_hazard.png").is_file()
     assert read_manifest(out, kind="report").model["architecture"] == "gpt2"
     # letter protocol runs too (a tiny model is near chance; this checks the path, not the number)
     result = runner.invoke(app, [*argv[:4], "--protocol", "letter", "--limit", "8", "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert "mc accuracy (letter)" in result.output
+    assert "mc_hazard" in result.output
 
 
 @pytest.mark.parametrize(

@@ -242,7 +242,9 @@ def test_retain_entities_corpus_keeps_the_heldout_fold_out_of_qa_format(world: W
     assert qa_people == {n for n, p in retain.items() if p.fold == "select" and p.qa_in_training}
     text = "\n".join(row["text"] for row in rows)
     heldout_qa = [
-        row["prompt"] for row in world.entity_qa_rows() if row["split"] == "retain" and row["fold"] == "heldout"
+        row["prompt"]
+        for row in world.entity_qa_rows()
+        if row["split"] == "retain" and row["fold"] == "heldout"
     ]
     assert heldout_qa and not [q for q in heldout_qa if q in text]
     assert not [p.name for p in world.forget_people if p.name in text]

@@ -1,0 +1,222 @@
+"""Registered evaluation suites: one class per suite, a typed config, a versioned result.
+
+A suite is run as ``SUITE(config).run(model, context)`` and returns a `SuiteResult`: flat
+``metrics`` (name -> float, the numbers a report compares between the base and the unlearned
+model), their ``n`` and free-form ``details``. ``hookunlearn eval --suite NAME:key=value,...``
+builds the config from the string (`parse_suite_spec`); unknown suites and keys are clear errors.
+
+Adding a suite: subclass `Suite`, give it ``name``, ``version``, a frozen dataclass ``Config`` and
+``run``; decorate with `register`. Bump ``version`` whenever the numbers it produces change for
+the same config, so old reports are never compared with new ones silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from transformer_lens import HookedTransformer
+
+from hookunlearn.errors import HookunlearnError
+
+
+@dataclass
+class EvalContext:
+    """What suites may need beside the model: shared options and, for the activation-level and
+    relearning suites, the base model and the run's subspace/SAE."""
+
+    batch_size: int = 32
+    seed: int = 0
+    baseline: Any = None
+    """The base (pre-unlearning) HookedTransformer, when the report has one loaded."""
+    subspace: Any = None
+    """A `hookunlearn.subspace.Subspace` (probe suite: centroids, selected latents, hook)."""
+    sae: Any = None
+    """The SAE of ``subspace``."""
+    progress: Callable[[str], None] | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+    """Suites share work through this (e.g. the probe's base activations)."""
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    """Registered suite name (``mc``, ``gsm8k``, ...)."""
+    name: str
+    """This instance's name in a report (e.g. ``wmdp-cyber``, ``mc_hazard``); unique per report."""
+    version: int
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    n: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SuiteResult:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Suite:
+    name: ClassVar[str]
+    version: ClassVar[int] = 1
+    Config: ClassVar[type]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def instance_name(self) -> str:
+        """How this suite is named in a report (suites with a data spec name it after the data)."""
+        return self.name
+
+    def run(self, model: HookedTransformer, context: EvalContext) -> SuiteResult:
+        start = time.perf_counter()
+        metrics, n, details = self.compute(model, context)
+        return SuiteResult(
+            suite=self.name,
+            name=self.instance_name(),
+            version=self.version,
+            config=dataclasses.asdict(self.config),
+            metrics={k: float(v) for k, v in metrics.items()},
+            n={k: int(v) for k, v in n.items()},
+            details=details,
+            seconds=time.perf_counter() - start,
+        )
+
+    def compute(
+        self, model: HookedTransformer, context: EvalContext
+    ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+        raise NotImplementedError
+
+
+SUITES: dict[str, type[Suite]] = {}
+
+
+def register(cls: type[Suite]) -> type[Suite]:
+    if cls.name in SUITES:
+        raise ValueError(f"suite {cls.name!r} is registered twice")
+    SUITES[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    # Suite modules register themselves on import; importing here keeps the registry complete.
+    import hookunlearn.evaluation.activation  # noqa: F401
+    import hookunlearn.evaluation.attacks  # noqa: F401
+    import hookunlearn.evaluation.gsm8k  # noqa: F401
+    import hookunlearn.evaluation.standard  # noqa: F401
+    import hookunlearn.evaluation.truthfulqa  # noqa: F401
+
+
+def suite_names() -> list[str]:
+    _load_all()
+    return sorted(SUITES)
+
+
+def get_suite(name: str) -> type[Suite]:
+    _load_all()
+    if name not in SUITES:
+        raise HookunlearnError(f"suite {name!r} is unknown; available suites: {', '.join(sorted(SUITES))}.")
+    return SUITES[name]
+
+
+def _convert(value: str, annotation: Any, key: str, suite: str) -> Any:
+    """Turn the text of ``key=value`` into the field's type (int, float, bool, str, optional, tuple)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value.lower() in ("none", "null", "") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for candidate in inner:
+            try:
+                return _convert(value, candidate, key, suite)
+            except HookunlearnError as error:
+                errors.append(str(error))
+        raise HookunlearnError(errors[0] if errors else f"suite {suite}: {key}={value!r} is not valid.")
+    if origin is typing.Literal:
+        if value not in args:
+            raise HookunlearnError(
+                f"suite {suite}: {key}={value!r}; choose one of {', '.join(map(str, args))}."
+            )
+        return value
+    if origin is tuple:
+        item = args[0] if args else str
+        return tuple(_convert(part, item, key, suite) for part in value.split("|") if part)
+    try:
+        if annotation is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if annotation is int:
+            return int(value)
+        if annotation is float:
+            return float(value)
+    except ValueError:
+        raise HookunlearnError(
+            f"suite {suite}: {key}={value!r} is not a valid {annotation.__name__}."
+        ) from None
+    return value
+
+
+def make_config(suite: type[Suite], options: Mapping[str, Any]) -> Any:
+    """``suite.Config`` with ``options`` (strings are converted to the field types)."""
+    hints = typing.get_type_hints(suite.Config)
+    fields = {f.name for f in dataclasses.fields(suite.Config)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise HookunlearnError(
+            f"suite {suite.name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(fields))}."
+        )
+    values = {
+        key: _convert(value, hints[key], key, suite.name) if isinstance(value, str) else value
+        for key, value in options.items()
+    }
+    try:
+        return suite.Config(**values)
+    except TypeError as error:  # a required field is missing
+        raise HookunlearnError(f"suite {suite.name!r}: {error}.") from None
+
+
+def parse_suite_spec(text: str) -> Suite:
+    """``NAME`` or ``NAME:key=value,key=value`` -> a configured suite.
+
+    Values with commas are not supported here (use a config file); tuples use ``|``."""
+    name, _, rest = text.partition(":")
+    suite = get_suite(name.strip())
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise HookunlearnError(f"--suite {text!r}: options are KEY=VALUE separated by commas.")
+        options[key.strip()] = value.strip()
+    return suite(make_config(suite, options))
+
+
+__all__ = [
+    "SUITES",
+    "EvalContext",
+    "Suite",
+    "SuiteResult",
+    "get_suite",
+    "make_config",
+    "parse_suite_spec",
+    "register",
+    "suite_names",
+]
