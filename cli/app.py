@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import typer
+from hookunlearn.cli.config import ConfigurableCommand
 
 from hookunlearn._version import __version__
 
@@ -80,7 +81,7 @@ def _root(
     """Make a language model forget chosen knowledge by editing its internal activations."""
 
 
-@app.command(short_help="Find the layer and SAE latents that carry the knowledge.")
+@app.command(cls=ConfigurableCommand, short_help="Find the layer and SAE latents that carry the knowledge.")
 def select(
     out: str = typer.Option(..., help="Output directory of the selection."),
     model: str = typer.Option(
@@ -255,7 +256,7 @@ def _parse_layers(text: str) -> list[int]:
         ) from None
 
 
-@app.command(short_help="Build subspaces and centroids from a selection.")
+@app.command(cls=ConfigurableCommand, short_help="Build subspaces and centroids from a selection.")
 def build(
     selection_dir: str = typer.Argument(..., help="A directory written by `hookunlearn select`."),
     out: str = typer.Option(..., help="Output directory of the subspace."),
@@ -320,7 +321,7 @@ def _fmt(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-@app.command(short_help="Edit the weights with an unlearning method; export to HF.")
+@app.command(cls=ConfigurableCommand, short_help="Edit the weights with an unlearning method; export to HF.")
 def unlearn(
     subspace_dir: str | None = typer.Argument(
         None, help="A `hookunlearn build` directory (needed by sspu, align, clamp)."
@@ -457,7 +458,9 @@ def _parse_option(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-@app.command("eval", short_help="Did it forget, what did it keep, does it hold under attack.")
+@app.command(
+    "eval", cls=ConfigurableCommand, short_help="Did it forget, what did it keep, does it hold under attack."
+)
 def eval_(
     model: str = typer.Argument(
         "world",
@@ -653,7 +656,7 @@ def _print_table(header: list[str], rows: list[tuple[str, ...]]) -> None:
         typer.echo("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
 
 
-@app.command(short_help="Write a verified transformers checkpoint.")
+@app.command(cls=ConfigurableCommand, short_help="Write a verified transformers checkpoint.")
 def export(
     source: str = typer.Argument(
         ..., help="A model spec (local HF dir, 'world', a TL name) or an `unlearn` run directory."
@@ -701,7 +704,7 @@ def export(
         )
 
 
-@app.command(short_help="The whole flow on the embedded world, one table.")
+@app.command(cls=ConfigurableCommand, short_help="The whole flow on the embedded world, one table.")
 def demo(
     out: str = typer.Option("demo-report", help="Directory for report.json, report.md and manifest.json."),
     methods: str = typer.Option("sspu,rmu,ga,align", help="Comma list of methods to compare."),
@@ -759,7 +762,9 @@ def demo(
         typer.echo(f"wrote {out}/report.md and report.json")
 
 
-@world_app.command(name="build", short_help="Regenerate data, tokenizer, model and SAEs.")
+@world_app.command(
+    cls=ConfigurableCommand, name="build", short_help="Regenerate data, tokenizer, model and SAEs."
+)
 def world_build(
     out: str = typer.Option("world", help="Output directory of the world."),
     seed: int = typer.Option(0, help="World seed: the same seed gives the same data and model."),
@@ -810,7 +815,9 @@ def world_build(
         _print_world_measurements(manifest.extra.get("measured", {}))
 
 
-@world_app.command(name="info", short_help="The world's statistics and what its model knows.")
+@world_app.command(
+    cls=ConfigurableCommand, name="info", short_help="The world's statistics and what its model knows."
+)
 def world_info(
     world: str | None = typer.Option(
         None, help="A world directory (default: $HOOKUNLEARN_WORLD or the shipped one)."

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hookunlearn.errors import ArtifactError, IncompatibleArtifactError
+from hookunlearn.runconfig import current_run_config
 
 if TYPE_CHECKING:
     import torch
@@ -56,6 +57,7 @@ _OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
     "seed": (int, type(None)),
     "inputs": (dict,),
     "extra": (dict,),
+    "config": (dict,),
 }
 
 
@@ -98,6 +100,10 @@ class Manifest:
     """Run directories this run was made from, by role."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Command-specific results and diagnostics."""
+    config: dict[str, Any] = field(default_factory=current_run_config)
+    """The effective configuration of the CLI command that wrote it: every option's value and
+    where it came from (command line, ``--config`` file, ``--recipe``, default); empty for
+    library calls."""
     versions: dict[str, str] = field(default_factory=library_versions)
     created_at: str = field(default_factory=_now)
     schema_version: int = SCHEMA_VERSION
