@@ -723,7 +723,7 @@ def demo(
     with user_errors():
         from pathlib import Path
 
-        from hookunlearn.artifacts import Manifest, check_can_write, write_run
+        from hookunlearn.artifacts import Manifest, check_can_write
         from hookunlearn.errors import HookunlearnError
 
         check_can_write(out, force=force)
@@ -757,8 +757,12 @@ def demo(
             command="hookunlearn demo",
             options={"methods": chosen, "steps": steps, "world": str(path)},
         )
-        write_run(out, manifest, json_files={"report.json": result}, force=force)
-        (Path(out) / "report.md").write_text(table, encoding="utf-8")
+        from hookunlearn.artifacts import MANIFEST_NAME, run_directory, write_json
+
+        with run_directory(out, force=force) as tmp:
+            write_json(tmp / "report.json", result)
+            (tmp / "report.md").write_text(table, encoding="utf-8")
+            (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         typer.echo(f"wrote {out}/report.md and report.json")
 
 
