@@ -41,3 +41,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The documentation, offline: regenerate the CLI reference from the Typer app, then build with
+# mkdocs-material into site/ (strict: a broken link or stale nav fails the build).
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_cli_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site

@@ -45,7 +45,7 @@ class TrainConfig:
     """Every knob of the loop; each method's own knobs live in its config."""
 
     steps: int = 300
-    """Optimiser steps. Default from the sweep on the embedded world (docs/methods.md); RMU's WMDP
+    """Optimiser steps. Default from the sweep on the embedded world (docs/methods/index.md); RMU's WMDP
     runs on 7B models use 80-150."""
     batch_size: int = 16
     """Sequences per step from each of the forget and the retain side (world sweep; RMU: 4)."""
@@ -69,7 +69,7 @@ class TrainConfig:
     """Parameter names inside each trainable block (e.g. ``mlp.W_out``, ``attn.W_O``, ``mlp.W_in``)."""
     log_every: int = 1
     checkpoint_every: int = 0
-    """Write a resumable checkpoint every N steps (0: only at the end when an output dir is given)."""
+    """Write a resumable checkpoint every N steps (0: no checkpoints)."""
 
 
 @dataclass

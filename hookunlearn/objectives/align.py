@@ -8,7 +8,7 @@ where the centroids come from `build` (over all latents, or the selected ones wi
 ``space="selected"``) and ``d`` is ``l2`` or ``cosine`` distance; the last term preserves the
 activations at every token of known-entity prompts and retain texts (e.g. the retain people's
 biographies and QA lines: without text in the QA format the preservation does not hold recall;
-see docs/methods.md).
+see docs/methods/index.md).
 """
 
 from __future__ import annotations

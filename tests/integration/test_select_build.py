@@ -92,7 +92,7 @@ def test_cli_select_then_build_on_the_world_topic(topic_run: tuple[Path, str], t
     subspace = Subspace.load(out)
     assert (
         subspace.layer == selection.chosen_layer and subspace.k == 32
-    )  # the default k (world sweep, docs/methods.md)
+    )  # the default k (world sweep, docs/methods/index.md)
     assert subspace.U_rel.shape == (128, subspace.relevant.rank)
     assert subspace.relevant.latents + subspace.relevant.dropped == selection.top_latents(32)
     assert read_manifest(out, kind="subspace").inputs == {"selection": str(selection_dir)}
