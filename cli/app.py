@@ -29,6 +29,7 @@ Examples:
   hookunlearn eval model/ --baseline world             did it forget, what did it keep
   hookunlearn export run/ --out hf/                    HookedTransformer -> transformers checkpoint
   hookunlearn demo                                     the whole flow on the embedded world
+  hookunlearn recipes                                  named presets: hookunlearn unlearn --recipe NAME
 """
 
 app = typer.Typer(
@@ -570,20 +571,27 @@ def eval_(
 
         from hookunlearn.models import load_model
 
+        loaded_subspace = None
+        processing = None
+        if subspace is not None:
+            from hookunlearn.subspace import Subspace
+
+            loaded_subspace = Subspace.load(subspace)
+            # processing changes no output, only how activations are expressed: load like the SAE's model
+            processing = loaded_subspace.model.get("processing") or None
         base_arg = None
         if baseline is not None and (Path(baseline) / "report.json").is_file():
             base_arg = read_report(baseline)
         elif baseline is not None:
-            base_arg = load_model(baseline, device=device, dtype=dtype)
-        loaded = load_model(model, device=device, dtype=dtype)
+            base_arg = load_model(baseline, device=device, dtype=dtype, processing=processing)
+        loaded = load_model(model, device=device, dtype=dtype, processing=processing)
         context = EvalContext(batch_size=batch_size, seed=seed, progress=lambda m: typer.echo(m, err=True))
-        if subspace is not None:
+        if loaded_subspace is not None:
             from hookunlearn.saes import load_sae
-            from hookunlearn.subspace import Subspace
 
-            context.subspace = Subspace.load(subspace)
-            if context.subspace.sae.get("spec"):
-                context.sae = load_sae(context.subspace.sae["spec"], loaded)
+            context.subspace = loaded_subspace
+            if loaded_subspace.sae.get("spec"):
+                context.sae = load_sae(loaded_subspace.sae["spec"], loaded)
         applied = contextlib.nullcontext()
         if intervention is not None:
             from hookunlearn.clamp import ClampIntervention
@@ -764,6 +772,31 @@ def demo(
             (tmp / "report.md").write_text(table, encoding="utf-8")
             (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         typer.echo(f"wrote {out}/report.md and report.json")
+
+
+@app.command(short_help="List the recipes (named presets for --recipe), or show one.")
+def recipes(
+    name: str | None = typer.Argument(None, help="A recipe to show in full (its TOML)."),
+) -> None:
+    """Named, versioned presets: every command's options for one model, SAE and dataset, with the
+    source of every number. Use one with `--recipe NAME` on any command; flags override it.
+
+    \b
+    Example: hookunlearn recipes sspu-world
+    """
+    with user_errors():
+        from hookunlearn.recipes import load_recipe, recipe_names
+
+        if name is not None:
+            recipe = load_recipe(name)
+            if recipe.path is not None:
+                typer.echo(recipe.path.read_text(encoding="utf-8"))
+            return
+        for known in recipe_names():
+            recipe = load_recipe(known)
+            summary = " ".join(recipe.description.split())
+            typer.echo(f"{known} (v{recipe.version}): {summary[:160]}{'...' if len(summary) > 160 else ''}")
+            typer.echo(f"    commands: {', '.join(sorted(recipe.commands))}")
 
 
 @world_app.command(

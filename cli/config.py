@@ -116,18 +116,20 @@ def _on_recipe(ctx: Any, param: Any, value: str | None) -> None:
     if value is None:
         return
     from hookunlearn.errors import HookunlearnError
+    from hookunlearn.recipes import load_recipe
 
     try:
-        from hookunlearn.recipes import recipe_path
-
-        path = recipe_path(value)
+        recipe = load_recipe(value)  # a shipped name or a recipe file; checked (sources, options, specs)
     except HookunlearnError as error:
         raise typer.BadParameter(str(error), param_hint="'--recipe'") from None
-    data = read_config_file(path)
+    key = command_key(ctx)
+    data = (
+        {key: recipe.commands.get(key, {})} if "." not in key else {}
+    )  # recipes configure no `world` command
     meta = ctx.meta.setdefault(_META, {})
-    meta["recipe"] = value
-    meta["recipe_version"] = (data.get("recipe") or {}).get("version")
-    meta["recipe_values"] = _section(data, command_key(ctx), f"recipe {value}", ctx, "'--recipe'")
+    meta["recipe"] = recipe.name
+    meta["recipe_version"] = recipe.version
+    meta["recipe_values"] = _section(data, key, f"recipe {recipe.name}", ctx, "'--recipe'")
     _refresh(ctx)
 
 

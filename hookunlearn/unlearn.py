@@ -10,6 +10,7 @@ and/or retain texts (every token, preserved). The hooked layer is the subspace's
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,11 @@ def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
         raise HookunlearnError(
             f"method {method!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(sorted(known)) or 'none'}."
         )
+    hints = typing.get_type_hints(config_cls)
+    for key, value in options.items():
+        # "-o alpha=100" parses as an int; a float field takes it as a float
+        if hints.get(key) is float and isinstance(value, int) and not isinstance(value, bool):
+            options[key] = float(value)
     return config_cls(**options)
 
 
