@@ -10,6 +10,7 @@ and/or retain texts (every token, preserved). The hooked layer is the subspace's
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,26 @@ class UnlearnResult:
     initial: dict[str, torch.Tensor] = field(default_factory=dict)
     """The trained parameters' values before unlearning (with the untouched rest of the model,
     this is the base model: no second full copy is ever kept)."""
+
+
+def trainer_layer(hook: str) -> int:
+    """The block whose output (``blocks.L.hook_resid_post``) is the tensor at ``hook``: the trainer
+    reads the residual stream there. ``blocks.L.hook_resid_pre`` is block ``L - 1``'s output."""
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook)
+    if match is None:
+        raise HookunlearnError(
+            f"the subspace's hook {hook!r} is not on the residual stream (blocks.L.hook_resid_pre or "
+            "hook_resid_post); the unlearning objectives read the residual stream: select with residual SAEs."
+        )
+    block, kind = int(match[1]), match[2]
+    if kind == "post":
+        return block
+    if block == 0:
+        raise HookunlearnError(
+            "the subspace's hook blocks.0.hook_resid_pre is the embedding output: no block below it can "
+            "be trained to change it; use an SAE at a later layer."
+        )
+    return block - 1
 
 
 def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -93,7 +114,16 @@ def unlearn(
     train = train or TrainConfig()
     if objective_cls.needs_subspace and subspace is None:
         raise HookunlearnError(f"method {method!r} needs a subspace from `hookunlearn build`.")
-    layer = layer if layer is not None else (subspace.layer if subspace is not None else None)
+    if subspace is not None:
+        reads = trainer_layer(subspace.hook)
+        if layer is None:
+            layer = reads
+        elif layer != reads and objective_cls.needs_subspace:
+            raise HookunlearnError(
+                f"layer {layer}: the trainer would read blocks.{layer}.hook_resid_post, but the subspace "
+                f"(and its SAE) is at {subspace.hook}, which is blocks.{reads}.hook_resid_post; "
+                f"leave the layer unset or pass {reads}."
+            )
     if layer is None:
         raise HookunlearnError(f"method {method!r}: give the hooked layer (or a subspace that names it).")
     if method == "align":
@@ -160,4 +190,4 @@ def unlearn(
     )
 
 
-__all__ = ["TokenData", "UnlearnResult", "method_config", "unlearn"]
+__all__ = ["TokenData", "UnlearnResult", "method_config", "trainer_layer", "unlearn"]

@@ -202,6 +202,8 @@ class ProbeSuite(Suite):
                 metrics["latent_activity[retain]"] = _mean_latent_activity(
                     model, retain, hook, sae, latents, config, context.batch_size
                 )
+            n["latent_activity[forget]"] = len(forget) if forget is not None else len(targets)
+            n["latent_activity[retain]"] = len(retain) if retain is not None else len(known)
             details["latents"] = [int(i) for i in latents]
         return metrics, n, details
 

@@ -68,6 +68,8 @@ class Align(Objective):
         if self.latents is not None:
             self.unknown, self.known = self.unknown[self.latents], self.known[self.latents]
         self.sae = context.sae
+        # the SAE is a fixed reading frame: no gradient into its weights (memory, and a backward pass)
+        self.sae.requires_grad_(False)
 
     def loss(self, inputs: StepInputs) -> dict[str, Tensor]:
         assert inputs.forget_resid is not None and inputs.retain_resid is not None

@@ -211,3 +211,33 @@ def test_align_from_corpora_alone_moves_target_codes_towards_unknown(setup, quic
         unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, retain=retain)
     with pytest.raises(HookunlearnError, match="retain corpus to preserve"):
         unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, forget=forget)
+
+
+def test_trainer_reads_the_subspace_hook_as_a_block_output(setup) -> None:
+    from hookunlearn.unlearn import trainer_layer
+
+    assert trainer_layer("blocks.3.hook_resid_post") == 3
+    assert trainer_layer("blocks.8.hook_resid_pre") == 7  # the same tensor as block 7's output
+    with pytest.raises(HookunlearnError, match="not on the residual stream"):
+        trainer_layer("blocks.2.hook_mlp_out")
+    with pytest.raises(HookunlearnError, match="embedding output"):
+        trainer_layer("blocks.0.hook_resid_pre")
+    with pytest.raises(HookunlearnError, match="leave the layer unset or pass 1"):
+        unlearn(
+            load_model(setup["dir"]), "sspu", subspace=setup["topic"], layer=0, forget=["a b"], retain=["c d"]
+        )
+
+
+def test_align_sends_no_gradient_into_the_sae(setup, quick_world: Path) -> None:
+    data = quick_world / "data"
+    sae = setup["saes"][1]
+    unlearn(
+        load_model(setup["dir"], device="cpu"),
+        "align",
+        subspace=setup["entity"],
+        sae=sae,
+        forget=load_texts(data / "forget_entities_corpus.jsonl")[:16],
+        retain=load_texts(data / "retain_entities_corpus.jsonl")[:16],
+        train=TrainConfig(steps=2, batch_size=4),
+    )
+    assert all(p.grad is None and not p.requires_grad for p in sae.parameters())
