@@ -578,7 +578,10 @@ def eval_(
 
             loaded_subspace = Subspace.load(subspace)
             # processing changes no output, only how activations are expressed: load like the SAE's model
-            processing = loaded_subspace.model.get("processing") or None
+            from hookunlearn.processing import WeightProcessing
+
+            recorded = loaded_subspace.model.get("processing")
+            processing = WeightProcessing.parse(recorded) if recorded else None
         base_arg = None
         if baseline is not None and (Path(baseline) / "report.json").is_file():
             base_arg = read_report(baseline)

@@ -75,8 +75,11 @@ def run_unlearn(
     manifest_in = read_manifest(subspace_dir, kind="subspace") if subspace_dir else None
     spec = model_spec or (subspace.model.get("spec") if subspace else None) or "world"
     # the subspace's SAE was checked against a model loaded with this processing: load the same way
-    processing = subspace.model.get("processing") if subspace is not None else None
-    model = load_model(spec, device=device, dtype=dtype, processing=processing or None)
+    from hookunlearn.processing import WeightProcessing
+
+    recorded = subspace.model.get("processing") if subspace is not None else None
+    processing = WeightProcessing.parse(recorded) if recorded else None
+    model = load_model(spec, device=device, dtype=dtype, processing=processing)
     if manifest_in is not None:
         check_compatible(manifest_in, model=model_info(model).to_dict(), source=f"subspace {subspace_dir}")
     sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None

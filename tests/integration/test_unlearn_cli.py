@@ -209,3 +209,22 @@ def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
         app, ["demo", "--world", str(quick_world), "--methods", "magic", "--out", str(tmp_path / "x")]
     )
     assert result.exit_code == 2 and "magic" in result.output
+
+
+def test_eval_probe_with_the_runs_subspace(subspace: Path, quick_world: Path) -> None:
+    entities = quick_world / "data" / "entity_prompts.jsonl"
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            str(quick_world / "model"),
+            "--subspace",
+            str(subspace),
+            "--suite",
+            f"probe:entities={entities}",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "probe_target_judged_unknown" in result.output and "latent_activity[forget]" in result.output
