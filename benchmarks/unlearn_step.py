@@ -34,7 +34,9 @@ step (batch selection, forwards, loss, backward, optimiser step); the first ``--
 dropped and the median of the next ``--steps`` is reported. For ``ours`` a step is the time
 between consecutive progress callbacks of the trainer, so its own per-step overhead (logging,
 last-good-parameter copy, gradient norm) counts. "above base" is peak RSS minus the resident size
-after imports, model load and corpus load (what the unlearning itself adds); for ``ours`` the
+after imports, model load and corpus load (what the unlearning itself adds); "above imports" is
+peak RSS minus the resident size right after the imports, before the model is built (the model,
+the frozen reference, activations and optimiser state: what a larger model scales); for ``ours`` the
 imports include ``hookunlearn.unlearn``, which pulls in ``sae_lens`` at module level (its RSS is
 recorded as ``extra_import_mb`` and is part of ours' peak, a real cost of the public API). Ratios:
 reference/ours for time, ours/reference for memory, ours/floor for time. The issue's goal on the
@@ -126,6 +128,7 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
         from hookunlearn.unlearn import unlearn
 
         import_mb = _current_rss_mb() - before
+    after_imports_mb = _current_rss_mb()
     model = _build_model(model_name)
     forget_texts = load_texts("world:forget_corpus")
     retain_texts = load_texts("world:retain_corpus")
@@ -236,6 +239,8 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
         "peak_rss_mb": peak_mb,
         "base_rss_mb": base_mb,
         "above_base_mb": peak_mb - base_mb,
+        "after_imports_mb": after_imports_mb,
+        "above_imports_mb": peak_mb - after_imports_mb,
         "extra_import_mb": import_mb,
     }
 
@@ -311,6 +316,7 @@ def main() -> None:
             "time_reference_over_floor": ref["median_step_s"] / floor["median_step_s"],
             "peak_rss_ours_over_reference": ours["peak_rss_mb"] / ref["peak_rss_mb"],
             "above_base_ours_over_reference": ours["above_base_mb"] / ref["above_base_mb"],
+            "above_imports_ours_over_reference": ours["above_imports_mb"] / ref["above_imports_mb"],
         }
         for row in cases.values():
             row["time_vs_ours"] = row["median_step_s"] / ours["median_step_s"]
@@ -320,7 +326,7 @@ def main() -> None:
     print()
     header = (
         f"{'model':8} {'impl':10} {'median s':>9} {'min s':>7} {'max s':>7} {'x ours':>7} {'x floor':>8} "
-        f"{'peak MB':>8} {'above base MB':>14} {'import MB':>10} {'mem x ref':>10}"
+        f"{'peak MB':>8} {'above imports MB':>17} {'above base MB':>14} {'import MB':>10} {'mem x ref':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -328,7 +334,8 @@ def main() -> None:
         print(
             f"{row['model']:8} {row['mode']:10} {row['median_step_s']:9.4f} {row['min_step_s']:7.4f} "
             f"{row['max_step_s']:7.4f} {row['time_vs_ours']:7.2f} {row['time_vs_floor']:8.2f} "
-            f"{row['peak_rss_mb']:8.0f} {row['above_base_mb']:14.0f} {row['extra_import_mb']:10.0f} "
+            f"{row['peak_rss_mb']:8.0f} {row['above_imports_mb']:17.0f} {row['above_base_mb']:14.0f} "
+            f"{row['extra_import_mb']:10.0f} "
             f"{row['peak_rss_vs_reference']:10.2f}"
         )
     print()
@@ -337,7 +344,8 @@ def main() -> None:
             f"{model_name}: reference/ours time {s['time_reference_over_ours']:.2f}x, "
             f"ours/floor time {s['time_ours_over_floor']:.2f}x, "
             f"ours/reference peak RSS {s['peak_rss_ours_over_reference']:.2f}x "
-            f"(above base {s['above_base_ours_over_reference']:.2f}x)"
+            f"(above imports {s['above_imports_ours_over_reference']:.2f}x, "
+            f"above base {s['above_base_ours_over_reference']:.2f}x)"
         )
     goal = None
     if "deep16" in summary:
@@ -347,11 +355,13 @@ def main() -> None:
             "time_met": s["time_reference_over_ours"] >= 3.0,
             "memory_met": s["peak_rss_ours_over_reference"] <= 0.6,
             "memory_above_base_met": s["above_base_ours_over_reference"] <= 0.6,
+            "memory_above_imports_met": s["above_imports_ours_over_reference"] <= 0.6,
         }
         print(
             f"goal (deep16): >= 3x faster: {'met' if goal['time_met'] else 'NOT met'}; "
             f"<= 0.6x peak RSS: {'met' if goal['memory_met'] else 'NOT met'} "
-            f"(above-base memory: {'met' if goal['memory_above_base_met'] else 'NOT met'})"
+            f"(above imports: {'met' if goal['memory_above_imports_met'] else 'NOT met'}; "
+            f"above base: {'met' if goal['memory_above_base_met'] else 'NOT met'})"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {

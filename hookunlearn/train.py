@@ -16,7 +16,6 @@ checkpoint is written.
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -221,13 +220,21 @@ class Trainer:
         self.first = self.layers[0]
         self.params = trainable_parameters(model, self.layers, config.trainable)
         self.initial = {name: p.detach().clone() for name, p in self.params.items()}
-        self.frozen_blocks: list[torch.nn.Module] = []
+        # The frozen reference path (blocks first..layer as they were before training) needs no
+        # copy of any block: the live blocks are called with the saved initial values of their
+        # trainable parameters swapped in (torch.func.functional_call), so the only extra memory
+        # is `initial`, a copy of the trainable tensors.
+        self.reference_overrides: list[dict[str, Tensor]] = []
         if objective.kind == "activation":
-            # Frozen copies of the blocks from the first trainable one to the hooked one: the
-            # reference path, without a second copy of the whole model.
-            self.frozen_blocks = [
-                copy.deepcopy(model.blocks[i]).requires_grad_(False) for i in range(self.first, layer + 1)
-            ]
+            for i in range(self.first, layer + 1):
+                prefix = f"blocks.{i}."
+                self.reference_overrides.append(
+                    {
+                        name.removeprefix(prefix): value
+                        for name, value in self.initial.items()
+                        if name.startswith(prefix)
+                    }
+                )
         for param in model.parameters():
             param.requires_grad_(False)
         for param in self.params.values():
@@ -260,8 +267,9 @@ class Trainer:
                 pre_forget = model(forget.tokens.to(device), stop_at_layer=self.first)
                 pre_retain = model(retain.tokens.to(device), stop_at_layer=self.first)
                 reference = pre_retain
-                for block in self.frozen_blocks:
-                    reference = block(reference)
+                for offset, overrides in enumerate(self.reference_overrides):
+                    block = model.blocks[self.first + offset]
+                    reference = torch.func.functional_call(block, overrides, (reference,))
             inputs.forget_resid = model(pre_forget, start_at_layer=self.first, stop_at_layer=self.layer + 1)
             inputs.retain_resid = model(pre_retain, start_at_layer=self.first, stop_at_layer=self.layer + 1)
             inputs.retain_resid_ref = reference
