@@ -2,9 +2,9 @@
 
 Efficiency contract (see docs/performance.md and benchmarks/unlearn_step.py):
 - only the chosen parameters train (default: ``mlp.W_out`` of layers l-2..l, as RMU);
-- there is **no second full model copy**: the frozen reference activations come from frozen copies
-  of the trainable blocks only, and the prefix below the first trainable block runs once per batch
-  without grad and feeds both the trained and the frozen blocks;
+- there is **no copy of the model or of any block**: the frozen reference activations come from the
+  live blocks called with the initial values of the trained tensors swapped in, and the prefix below
+  the first trainable block runs once per batch without grad and feeds both paths;
 - ``activation`` objectives never run blocks above the hooked layer;
 - NPO's reference NLLs are computed once for the forget set before training.
 
