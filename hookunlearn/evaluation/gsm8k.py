@@ -255,7 +255,7 @@ def generate_greedy(
     """
     tokenizer = model.tokenizer
     if tokenizer is None:
-        raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
+        raise DataError("the model has no tokenizer; load it with hookunlearn.models.load_model.")
     longest = max((len(prompt) for prompt in prompts), default=0)
     if longest + max_new_tokens > model.cfg.n_ctx or not all(prompts):
         raise DataError(
