@@ -97,6 +97,7 @@ from hookunlearn.models import (
     model_info,
     quiet_libraries,
 )
+from hookunlearn.runconfig import current_run_config
 
 __all__ = [
     "DEFAULT_PROBE_TEXTS",
@@ -1130,6 +1131,8 @@ def export_model(
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "metadata": metadata_dict,
             "model": model_info(model).to_dict(),
+            # the effective configuration of the CLI command that exported it (empty for library calls)
+            "run_config": current_run_config(),
             "export": {
                 "architecture": arch,
                 "hf_architecture": _HF_CLASSES[arch],

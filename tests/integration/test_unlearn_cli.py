@@ -80,6 +80,11 @@ def test_unlearn_writes_a_verified_checkpoint(subspace: Path, quick_world: Path,
     # exactly the trained MLP output weights (layers 0-1 for hooked layer 1) are reported as changed
     assert sorted(info["changes"]["changed"]) == [f"transformer.h.{i}.mlp.c_proj.weight" for i in (0, 1)]
     assert not (tmp_path / "run.partial").exists()
+    # the effective configuration travels with the manifest and the exported checkpoint
+    for config in (manifest.config, info["run_config"]):
+        assert config["command"] == "hookunlearn unlearn"
+        assert config["values"]["option"] == ["regularizer=hard"] and config["sources"]["option"] == "commandline"
+        assert config["sources"]["lr"] == "default"
     result = runner.invoke(
         app,
         [
