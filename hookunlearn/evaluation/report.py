@@ -141,11 +141,26 @@ def evaluate(
         base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
     context.say("evaluated model")
     evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+    options = dict(options or {})
     if isinstance(baseline, EvalReport):
-        base_results = ModelResults(
-            base_results.model, {k: v for k, v in base_results.results.items() if k in evaluated.results}
-        )
-    return EvalReport(evaluated, base_results, dict(options or {}), train_log)
+        # reuse a baseline result only for the same suite, version and config: anything else
+        # would compare different measurements
+        stored = baseline.evaluated
+        kept = {}
+        for suite in suites:
+            name = suite.instance_name()
+            previous = stored.results.get(name)
+            if previous is not None and _same_suite(previous, suite):
+                kept[name] = previous
+        missing = sorted(set(evaluated.results) - set(kept))
+        if missing:
+            options["baseline_missing"] = missing
+            context.say(
+                f"baseline report has no matching result for {', '.join(missing)} "
+                "(absent, or another suite version/config): no base value for those"
+            )
+        base_results = ModelResults(stored.model, kept)
+    return EvalReport(evaluated, base_results, options, train_log)
 
 
 # --- schema ------------------------------------------------------------------------------
@@ -242,6 +257,12 @@ def to_markdown(report: EvalReport) -> str:
     lines.append(
         f"Suites took {seconds:.1f} s on the evaluated model. Suite versions and configs: report.json."
     )
+    missing = report.options.get("baseline_missing")
+    if missing:
+        lines.append(
+            f"No base value for {', '.join(missing)}: the baseline report has no result with the same "
+            "suite version and config."
+        )
     if report.train_log:
         lines.append("Loss curves of the unlearning run: plots/train_loss.png.")
     return "\n".join(lines) + "\n"

@@ -202,6 +202,11 @@ def test_report_compares_reuses_validates_and_renders(model, quick_world: Path, 
     reused = evaluate(model, [_Counting(_CountConfig(0.25))], baseline=again)
     assert _Counting.calls == ["run"] and reused.baseline is not None
     assert reused.baseline.results["counting"] is again.evaluated.results["counting"]
+    # another config is another measurement: no base value, and the report says which
+    other = evaluate(model, [_Counting(_CountConfig(0.5))], baseline=again)
+    assert other.baseline is not None and other.baseline.results == {}
+    assert other.options["baseline_missing"] == ["counting"]
+    assert other.rows()[0][2] is None
     markdown = to_markdown(report)
     assert "| suite | metric | base | unlearned | delta | n |" in markdown
     assert "| counting | score | 0.250 | 0.250 | +0.000 | 3 |" in markdown
