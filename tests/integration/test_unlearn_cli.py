@@ -83,7 +83,10 @@ def test_unlearn_writes_a_verified_checkpoint(subspace: Path, quick_world: Path,
     # the effective configuration travels with the manifest and the exported checkpoint
     for config in (manifest.config, info["run_config"]):
         assert config["command"] == "hookunlearn unlearn"
-        assert config["values"]["option"] == ["regularizer=hard"] and config["sources"]["option"] == "commandline"
+        assert (
+            config["values"]["option"] == ["regularizer=hard"]
+            and config["sources"]["option"] == "commandline"
+        )
         assert config["sources"]["lr"] == "default"
     result = runner.invoke(
         app,
