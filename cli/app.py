@@ -333,13 +333,13 @@ def unlearn(
     layer: int | None = typer.Option(None, help="Hooked layer (default: the subspace's)."),
     forget: str | None = typer.Option(
         None,
-        help="Forget corpus [default: world:forget_corpus; align: world:forget_entities_corpus, "
-        "texts about the target entities].",
+        help="Forget corpus; required except on the world model, where it defaults to "
+        "world:forget_corpus (align: world:forget_entities_corpus, texts about the target people).",
     ),
     retain: str | None = typer.Option(
         None,
-        help="Retain corpus [default: world:retain_corpus; align: world:retain_entities_corpus, "
-        "retain people's biographies and QA lines, preserved].",
+        help="Retain corpus; required except on the world model, where it defaults to "
+        "world:retain_corpus (align: world:retain_entities_corpus, preserved).",
     ),
     text_column: str = typer.Option("text", help="Text column of the corpora."),
     entities: str | None = typer.Option(
@@ -498,7 +498,11 @@ def eval_(
     limit: int | None = typer.Option(
         None, min=1, help="At most N items per suite (suites whose spec sets no limit)."
     ),
-    seed: int = typer.Option(0, help="Seed for suites that sample (few-shot examples, relearning split)."),
+    seed: int | None = typer.Option(
+        None,
+        help="The seed of every suite that has one and whose --suite spec does not set it "
+        "(subset shuffling, few-shot examples, relearning split); default: each suite's own.",
+    ),
     out: str | None = typer.Option(
         None, help="Write report.json, report.md, plots/ and manifest.json into this directory."
     ),
@@ -535,7 +539,6 @@ def eval_(
             from hookunlearn.artifacts import check_can_write
 
             check_can_write(out, force=force)
-        import dataclasses
 
         from hookunlearn.evaluation.report import WORLD_SUITES, evaluate, find_train_log, read_report
         from hookunlearn.evaluation.standard import MCConfig, MCSuite, QAConfig, QASuite
@@ -560,13 +563,9 @@ def eval_(
                     "no suites given: pass --suite NAME (see --list-suites), --mc or --qa data specs."
                 )
             suites = [parse_suite_spec(text) for text in WORLD_SUITES]
+        shared = {k: v for k, v in (("limit", limit), ("seed", seed)) if v is not None}
         for item in suites:
-            fields = {f.name for f in dataclasses.fields(item.config)}
-            changes = {}
-            if limit is not None and "limit" in fields and item.config.limit is None:
-                changes["limit"] = limit
-            if changes:
-                item.config = dataclasses.replace(item.config, **changes)
+            item.with_defaults(**shared)
         from pathlib import Path
 
         from hookunlearn.models import load_model
@@ -583,12 +582,15 @@ def eval_(
             recorded = loaded_subspace.model.get("processing")
             processing = WeightProcessing.parse(recorded) if recorded else None
         base_arg = None
-        if baseline is not None and (Path(baseline) / "report.json").is_file():
+        if baseline is not None and (
+            (Path(baseline) / "report.json").is_file()
+            or (Path(baseline).is_file() and Path(baseline).suffix == ".json")
+        ):
             base_arg = read_report(baseline)
         elif baseline is not None:
             base_arg = load_model(baseline, device=device, dtype=dtype, processing=processing)
         loaded = load_model(model, device=device, dtype=dtype, processing=processing)
-        context = EvalContext(batch_size=batch_size, seed=seed, progress=lambda m: typer.echo(m, err=True))
+        context = EvalContext(batch_size=batch_size, progress=lambda m: typer.echo(m, err=True))
         if loaded_subspace is not None:
             from hookunlearn.saes import load_sae
 

@@ -26,8 +26,14 @@ DEFAULT_CORPORA: dict[str, tuple[str, str]] = {
 """Per-method default forget/retain corpora; every other method: the world's topic corpora."""
 
 
-def default_corpora(method: str, forget: str | None, retain: str | None) -> tuple[str, str]:
-    """``--forget``/``--retain`` as given, else the method's defaults on the embedded world."""
+def default_corpora(
+    method: str, forget: str | None, retain: str | None, *, world: bool
+) -> tuple[str | None, str | None]:
+    """``--forget``/``--retain`` as given; for the embedded world's model, the method's world
+    corpora when not given (for any other model there is no default: the world's corpora describe
+    fictitious facts)."""
+    if not world:
+        return forget, retain
     default_forget, default_retain = DEFAULT_CORPORA.get(
         method, ("world:forget_corpus", "world:retain_corpus")
     )
@@ -112,7 +118,17 @@ def run_unlearn(
 
     data: dict[str, Any] = {}
     targets = known = None
-    forget, retain = default_corpora(method, forget, retain)
+    forget, retain = default_corpora(method, forget, retain, world=spec == "world")
+    if method != "align" and (forget is None or retain is None):
+        raise HookunlearnError(
+            f"method {method!r} on model {spec!r}: pass --forget and --retain (corpora of your data); "
+            "the world's corpora are the default only for the world model."
+        )
+    if method == "align" and forget is None and not entities:
+        raise HookunlearnError(
+            f"align on model {spec!r}: pass --forget (texts about the targets) and/or --entities "
+            "(prompts with target and known people); the world's data is the default only for the world model."
+        )
     if method == "align" and entities:
         from hookunlearn.selection import parse_entity_prompts
 
@@ -120,9 +136,12 @@ def run_unlearn(
         targets = [p for p in prompts if p.set == "target"]
         known = [p for p in prompts if p.set == "known"]
         data["entities"] = {"spec": entities, **fingerprint_texts(p.prompt for p in prompts)}
-    forget_texts, retain_texts = load_texts(forget, text_column), load_texts(retain, text_column)
-    data["forget"] = {"spec": forget, **fingerprint_texts(forget_texts)}
-    data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
+    forget_texts = load_texts(forget, text_column) if forget else None
+    retain_texts = load_texts(retain, text_column) if retain else None
+    if forget_texts is not None:
+        data["forget"] = {"spec": forget, **fingerprint_texts(forget_texts)}
+    if retain_texts is not None:
+        data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
 
     stage = staging_dir(out)
     if resume:

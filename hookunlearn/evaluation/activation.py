@@ -137,6 +137,7 @@ class ProbeSuite(Suite):
         "centroid distances, selected-latent activity."
     )
     Config = ProbeConfig
+    reusable_from_report = False  # the result depends on the base model and the subspace too
 
     def compute(self, model: HookedTransformer, context: EvalContext):
         config = self.config
@@ -149,17 +150,23 @@ class ProbeSuite(Suite):
             raise HookunlearnError(f"{config.entities}: no rows with set 'target' to probe.")
         train = [p for p in prompts if p.set in ("known", "unknown") and p.fold == "select"]
         heldout = [p for p in prompts if p.set in ("known", "unknown") and p.fold == "heldout"]
-        key = f"probe:{config.entities}:{config.template}:{hook}:{config.l2}:{config.steps}"
+        # trained on the base model when the report has one loaded; otherwise on the model itself
+        # (right when it is the base model; said in details either way)
+        base = context.baseline if context.baseline is not None else model
+        trained_on = (
+            "baseline model" if context.baseline is not None else "evaluated model (no baseline model)"
+        )
+        key = f"probe:{id(base)}:{config.entities}:{config.template}:{hook}:{config.l2}:{config.steps}"
         if key not in context.cache:
-            base = context.baseline if context.baseline is not None else model
-            context.say("probe: training on the base model's activations")
+            context.say(f"probe: training on the {trained_on}'s activations")
             x = _acts(base, train, hook, context.batch_size)
             labels = torch.tensor([p.set == "known" for p in train])
             context.cache[key] = fit_probe(x, labels, l2=config.l2, steps=config.steps)
         probe: LinearProbe = context.cache[key]
         metrics: dict[str, float] = {}
         n: dict[str, int] = {}
-        judged_known = probe.known_probability(_acts(model, targets, hook, context.batch_size)) > 0.5
+        target_acts = _acts(model, targets, hook, context.batch_size)
+        judged_known = probe.known_probability(target_acts) > 0.5
         metrics["probe_target_judged_unknown"] = float((~judged_known).float().mean())
         n["probe_target_judged_unknown"] = len(targets)
         if heldout:
@@ -167,7 +174,7 @@ class ProbeSuite(Suite):
             truth = torch.tensor([p.set == "known" for p in heldout])
             metrics["probe_heldout_accuracy"] = float((predicted == truth).float().mean())
             n["probe_heldout_accuracy"] = len(heldout)
-        details: dict[str, Any] = {"hook": hook, "probe_train_n": len(train)}
+        details: dict[str, Any] = {"hook": hook, "probe_train_n": len(train), "probe_trained_on": trained_on}
         subspace, sae = context.subspace, context.sae
         if subspace is None or sae is None:
             details["skipped"] = "centroid distances and latent activity need --subspace (and its SAE)"
@@ -176,7 +183,7 @@ class ProbeSuite(Suite):
             details["skipped"] = f"the subspace's hook {subspace.hook} is not the probe's {hook}"
             return metrics, n, details
         with torch.no_grad():
-            codes = sae.encode(_acts(model, targets, hook, context.batch_size).to(sae.dtype)).float().cpu()
+            codes = sae.encode(target_acts.to(sae.dtype)).float().cpu()
         mean_code = codes.mean(0)
         for side in ("known", "unknown"):
             centroid = subspace.centroids.get(f"code_{side}_all")

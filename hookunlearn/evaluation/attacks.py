@@ -625,14 +625,14 @@ class RelearnMCSuite(Suite):
         records = load_records(config.data)
         if config.split is not None:
             records = [r for r in records if r.get("split") == config.split]
-        if not records or column not in records[0]:
+        if not records or any(column not in r for r in records):
             raise DataError(
                 f"{config.data}: no questions with a {column!r} column"
                 + (f" and split {config.split!r}" if config.split else "")
                 + "; relearn_mc needs each question tagged with its fact."
             )
         texts = load_records(config.train_data)
-        if not texts or column not in texts[0] or config.text_column not in texts[0]:
+        if not texts or any(column not in r or config.text_column not in r for r in texts):
             raise DataError(
                 f"{config.train_data}: relearn_mc needs rows with {config.text_column!r} and {column!r}."
             )

@@ -89,23 +89,17 @@ class EvalReport:
 
 
 def run_suites(
-    model: HookedTransformer,
-    suites: Sequence[Suite],
-    context: EvalContext,
-    *,
-    reuse: Mapping[str, SuiteResult] | None = None,
+    model: HookedTransformer, suites: Sequence[Suite], context: EvalContext
 ) -> dict[str, SuiteResult]:
-    """Each suite's result by instance name; ``reuse`` results with the same name, version and
-    config are taken as they are (a baseline report's)."""
+    """Each suite's result by instance name."""
     results: dict[str, SuiteResult] = {}
     for suite in suites:
         name = suite.instance_name()
         if name in results:
-            raise HookunlearnError(f"two suites are both named {name!r}; give one a name=... option.")
-        previous = (reuse or {}).get(name)
-        if previous is not None and _same_suite(previous, suite):
-            results[name] = previous
-            continue
+            raise HookunlearnError(
+                f"two suites are both named {name!r} (same suite on the same data); run them in separate "
+                "evals, or give them different data (mc and qa also take a name=... option)."
+            )
         context.say(f"{name}: running")
         results[name] = suite.run(model, context)
     return results
@@ -132,35 +126,42 @@ def evaluate(
     from hookunlearn.models import model_info
 
     context = context or EvalContext()
-    base_results: ModelResults | None = None
-    if isinstance(baseline, EvalReport):
-        base_results = baseline.evaluated
-    elif baseline is not None:
-        context.baseline = baseline
-        context.say("baseline")
-        base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
-    context.say("evaluated model")
-    evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+    saved_baseline = context.baseline
+    try:
+        base_results: ModelResults | None = None
+        if isinstance(baseline, HookedTransformer):
+            context.baseline = baseline
+            context.say("baseline")
+            base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
+        context.say("evaluated model")
+        evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+    finally:
+        context.baseline = saved_baseline
     options = dict(options or {})
     if isinstance(baseline, EvalReport):
-        # reuse a baseline result only for the same suite, version and config: anything else
-        # would compare different measurements
-        stored = baseline.evaluated
-        kept = {}
-        for suite in suites:
-            name = suite.instance_name()
-            previous = stored.results.get(name)
-            if previous is not None and _same_suite(previous, suite):
-                kept[name] = previous
-        missing = sorted(set(evaluated.results) - set(kept))
+        base_results, missing = reusable_results(baseline.evaluated, suites)
         if missing:
             options["baseline_missing"] = missing
             context.say(
-                f"baseline report has no matching result for {', '.join(missing)} "
-                "(absent, or another suite version/config): no base value for those"
+                f"baseline report has no reusable result for {', '.join(missing)} (absent, another "
+                "suite version or config, or a suite that needs the base model itself): no base value"
             )
-        base_results = ModelResults(stored.model, kept)
     return EvalReport(evaluated, base_results, options, train_log)
+
+
+def reusable_results(stored: ModelResults, suites: Sequence[Suite]) -> tuple[ModelResults, list[str]]:
+    """The stored results that can stand for these suites (same suite, version and config, and a
+    suite whose result depends on nothing else), and the names of the suites without one."""
+    kept: dict[str, SuiteResult] = {}
+    missing: list[str] = []
+    for suite in suites:
+        name = suite.instance_name()
+        previous = stored.results.get(name)
+        if previous is not None and suite.reusable_from_report and _same_suite(previous, suite):
+            kept[name] = previous
+        else:
+            missing.append(name)
+    return ModelResults(stored.model, kept), sorted(missing)
 
 
 # --- schema ------------------------------------------------------------------------------
@@ -348,16 +349,25 @@ def write_report(out: str | Path, report: EvalReport, manifest: Any, *, force: b
 
 
 def find_train_log(model_spec: str) -> list[dict[str, Any]] | None:
-    """The ``train_log.jsonl`` of the run a model directory came from (``RUN/model`` or ``RUN``)."""
+    """The ``train_log.jsonl`` of the run an exported model came from: for ``RUN/model`` (a
+    directory with ``hookunlearn.json``), ``RUN/train_log.jsonl``; None for anything else."""
     path = Path(model_spec)
-    for candidate in (path / "train_log.jsonl", path.parent / "train_log.jsonl"):
-        if candidate.is_file():
-            rows = []
-            for line in candidate.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    rows.append(json.loads(line))
-            return rows
-    return None
+    if not (path / "hookunlearn.json").is_file():
+        return None
+    candidate = path.parent / "train_log.jsonl"
+    if not candidate.is_file():
+        return None
+    rows = []
+    for number, line in enumerate(candidate.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise HookunlearnError(f"{candidate}: line {number} is not JSON ({error.msg}).") from None
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+    return rows or None
 
 
 __all__ = [
@@ -368,6 +378,7 @@ __all__ = [
     "evaluate",
     "find_train_log",
     "read_report",
+    "reusable_results",
     "run_suites",
     "to_markdown",
     "validate_report",

@@ -21,7 +21,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from hookunlearn.data import load_records
-from hookunlearn.errors import DataError
+from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.mc import WMDP_TOPICS, MCQuestion, description_line, evaluate_mc, parse_questions
 from hookunlearn.evaluation.qa import evaluate_qa, parse_qa
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
@@ -32,6 +32,13 @@ def data_name(spec: str) -> str:
     if spec.startswith("world:"):
         return spec.removeprefix("world:")
     return Path(spec).stem if Path(spec).suffix else spec.replace("/", "_")
+
+
+def check_limit(suite: str, limit: int | None) -> None:
+    if limit is not None and limit < 1:
+        raise HookunlearnError(
+            f"suite {suite}: limit={limit}; give a positive number of items (or none for all)."
+        )
 
 
 def subset(records: list[dict[str, Any]], limit: int | None, seed: int | None) -> list[dict[str, Any]]:
@@ -61,6 +68,9 @@ class MCConfig:
     """Also report accuracy per ``subject`` column value."""
     name: str | None = None
     """Name of this suite in the report (default: from the data spec)."""
+
+    def __post_init__(self) -> None:
+        check_limit("mc", self.limit)
 
 
 def _description(config: MCConfig, subject: str | None) -> str:
@@ -143,6 +153,9 @@ class WMDPConfig:
     limit: int | None = None
     seed: int | None = None
 
+    def __post_init__(self) -> None:
+        check_limit("wmdp", self.limit)
+
 
 @register
 class WMDPSuite(Suite):
@@ -177,6 +190,9 @@ class MMLUConfig:
     seed: int | None = None
     per_subject: bool = True
 
+    def __post_init__(self) -> None:
+        check_limit("mmlu", self.limit)
+
 
 @register
 class MMLUSuite(Suite):
@@ -207,6 +223,9 @@ class QAConfig:
     limit: int | None = None
     seed: int | None = None
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_limit("qa", self.limit)
 
 
 @register
@@ -241,6 +260,13 @@ class PerplexityConfig:
     limit: int | None = None
     seed: int | None = None
     name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_limit("perplexity", self.limit)
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise HookunlearnError(
+                f"suite perplexity: max_tokens={self.max_tokens}; at least 2 tokens are needed to score one."
+            )
 
 
 @register
@@ -287,7 +313,9 @@ class PerplexitySuite(Suite):
                 keep = mask[:, 1:]
                 total += float(nll[keep].sum())
                 count += int(keep.sum())
-        mean = total / max(count, 1)
+        if count == 0:
+            raise DataError(f"{self.config.data}: no token to score (every text is a single token?).")
+        mean = total / count
         return (
             {"perplexity": math.exp(mean), "nll_per_token": mean},
             {"perplexity": count, "nll_per_token": count},

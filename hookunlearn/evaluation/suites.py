@@ -31,7 +31,6 @@ class EvalContext:
     relearning suites, the base model and the run's subspace/SAE."""
 
     batch_size: int = 32
-    seed: int = 0
     baseline: Any = None
     """The base (pre-unlearning) HookedTransformer, when the report has one loaded."""
     subspace: Any = None
@@ -74,9 +73,22 @@ class Suite:
     version: ClassVar[int] = 1
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
+    reusable_from_report: ClassVar[bool] = True
+    """Whether a stored result can stand for the base model in a later report (False when the
+    result depends on more than the suite's config, e.g. the probe's subspace)."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, explicit: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.explicit = explicit
+        """Config fields the user set (``NAME:key=value``); shared options such as ``--seed``
+        and ``--limit`` leave these alone."""
+
+    def with_defaults(self, **values: Any) -> None:
+        """Set config fields the user did not set explicitly (the fields the config has)."""
+        names = {f.name for f in dataclasses.fields(self.config)}
+        changes = {k: v for k, v in values.items() if k in names and k not in self.explicit}
+        if changes:
+            self.config = dataclasses.replace(self.config, **changes)
 
     def instance_name(self) -> str:
         """How this suite is named in a report (suites with a data spec name it after the data)."""
@@ -206,7 +218,7 @@ def parse_suite_spec(text: str) -> Suite:
         if not sep or not key.strip():
             raise HookunlearnError(f"--suite {text!r}: options are KEY=VALUE separated by commas.")
         options[key.strip()] = value.strip()
-    return suite(make_config(suite, options))
+    return suite(make_config(suite, options), frozenset(options))
 
 
 __all__ = [

@@ -244,8 +244,13 @@ def test_report_schema_errors_name_the_field(model, mutate, message: str) -> Non
 def test_find_train_log_reads_the_run_directory(tmp_path: Path) -> None:
     (tmp_path / "model").mkdir()
     (tmp_path / "train_log.jsonl").write_text('{"step": 1, "loss": 1.5}\n\n{"step": 2, "loss": 1.0}\n')
+    assert find_train_log(str(tmp_path / "model")) is None  # not an exported checkpoint
+    (tmp_path / "model" / "hookunlearn.json").write_text("{}")
     assert find_train_log(str(tmp_path / "model")) == [{"step": 1, "loss": 1.5}, {"step": 2, "loss": 1.0}]
-    assert find_train_log(str(tmp_path / "nowhere" / "x")) is None
+    assert find_train_log("world") is None and find_train_log(str(tmp_path / "nowhere" / "x")) is None
+    (tmp_path / "train_log.jsonl").write_text("{not json\n")
+    with pytest.raises(HookunlearnError, match="line 1 is not JSON"):
+        find_train_log(str(tmp_path / "model"))
 
 
 def test_suite_results_are_versioned_with_their_config(model, quick_world: Path) -> None:
@@ -257,3 +262,31 @@ def test_suite_results_are_versioned_with_their_config(model, quick_world: Path)
         QAConfig(data=str(quick_world / "data" / "entity_qa.jsonl"), limit=6)
     )
     assert set(result.metrics) == set(result.n)
+
+
+def test_shared_options_fill_only_what_the_spec_left_unset() -> None:
+    jailbreak = parse_suite_spec("jailbreak:seed=3")
+    jailbreak.with_defaults(seed=5, limit=7)
+    assert jailbreak.config.seed == 3 and jailbreak.config.limit == 7
+    mc = parse_suite_spec("mc")
+    mc.with_defaults(seed=5, limit=7, nonexistent=1)
+    assert (mc.config.seed, mc.config.limit) == (5, 7)
+    with pytest.raises(HookunlearnError, match="limit=-1; give a positive number"):
+        parse_suite_spec("mc:limit=-1")
+    with pytest.raises(HookunlearnError, match="max_tokens=1"):
+        parse_suite_spec("perplexity:max_tokens=1")
+
+
+def test_probe_results_are_never_reused_from_a_report(model, quick_world: Path) -> None:
+    from hookunlearn.evaluation.report import reusable_results
+
+    entities = str(quick_world / "data" / "entity_prompts.jsonl")
+    probe = ProbeSuite(ProbeConfig(entities=entities, layer=1))
+    qa = QASuite(QAConfig(data=str(quick_world / "data" / "entity_qa.jsonl"), limit=4))
+    stored = evaluate(model, [probe, qa])
+    assert stored.evaluated.results["probe"].details["probe_trained_on"].startswith("evaluated model")
+    kept, missing = reusable_results(stored.evaluated, [probe, qa])
+    assert set(kept.results) == {"entity_qa"} and missing == ["probe"]
+    context = EvalContext()
+    evaluate(model, [qa], baseline=model, context=context)
+    assert context.baseline is None  # evaluate leaves the caller's context as it found it

@@ -190,6 +190,13 @@ def test_unlearn_bad_inputs(subspace: Path, quick_world: Path, tmp_path: Path) -
     result = _unlearn(subspace, quick_world, tmp_path / "d", "--model", "world")
     assert result.exit_code == 2 and "config_fingerprint" in result.output
     assert "Traceback" not in result.output
+    # the world's corpora are the default only for the world model (this subspace's is a local dir)
+    result = runner.invoke(app, ["unlearn", str(subspace), "--out", str(tmp_path / "e"), "--device", "cpu"])
+    assert result.exit_code == 2 and "pass --forget and --retain" in result.output
+    result = runner.invoke(
+        app, ["unlearn", str(subspace), "--method", "align", "--out", str(tmp_path / "f"), "--device", "cpu"]
+    )
+    assert result.exit_code == 2 and "pass --forget" in result.output
 
 
 def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:

@@ -241,3 +241,27 @@ def test_align_sends_no_gradient_into_the_sae(setup, quick_world: Path) -> None:
         train=TrainConfig(steps=2, batch_size=4),
     )
     assert all(p.grad is None and not p.requires_grad for p in sae.parameters())
+
+
+def test_reference_path_is_the_base_model_after_training(setup) -> None:
+    from hookunlearn.objectives import ObjectiveContext, get_objective
+    from hookunlearn.train import Trainer, tokenize_texts
+    from hookunlearn.unlearn import method_config
+
+    model = load_model(setup["dir"], device="cpu")
+    base = load_model(setup["dir"], device="cpu")
+    forget, retain = tokenize_texts(model, setup["forget"][:16]), tokenize_texts(model, setup["retain"][:16])
+    objective = get_objective("rmu")(
+        method_config("rmu"), ObjectiveContext(d_model=model.cfg.d_model, layer=1, seed=0)
+    )
+    trainer = Trainer(
+        model, objective, layer=1, forget=forget, retain=retain, config=TrainConfig(steps=5, lr=1e-2)
+    )
+    trainer.run()
+    assert not torch.equal(model.blocks[1].mlp.W_out, base.blocks[1].mlp.W_out)
+    batch = retain.batch(torch.arange(8))
+    inputs = trainer._inputs(forget.batch(torch.arange(8)), batch)
+    with torch.no_grad():
+        expected = base(batch.tokens, stop_at_layer=2)
+    assert torch.allclose(inputs.retain_resid_ref, expected, atol=1e-6)
+    assert not torch.allclose(inputs.retain_resid.detach(), expected, atol=1e-4)  # the live path did change
