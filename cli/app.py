@@ -157,6 +157,9 @@ def select(
             wanted = world_sae_layers() if layers == "auto" else _parse_layers(layers)
             sae_specs = [f"world:{lay}" for lay in wanted]
         saes = [load_sae(spec, loaded) for spec in sae_specs]
+        from hookunlearn.recipes import check_active_recipe
+
+        check_active_recipe(model=loaded)
         bars: dict[str, tqdm] = {}
 
         def progress(info: dict) -> None:

@@ -128,6 +128,7 @@ def _on_recipe(ctx: Any, param: Any, value: str | None) -> None:
     )  # recipes configure no `world` command
     meta = ctx.meta.setdefault(_META, {})
     meta["recipe"] = recipe.name
+    meta["recipe_ref"] = value
     meta["recipe_version"] = recipe.version
     meta["recipe_values"] = _section(data, key, f"recipe {recipe.name}", ctx, "'--recipe'")
     _refresh(ctx)
@@ -202,6 +203,7 @@ class ConfigurableCommand(TyperCommand):
             "sources": sources,
             "config_file": meta.get("config_file"),
             "recipe": meta.get("recipe"),
+            "recipe_ref": meta.get("recipe_ref"),
             "recipe_version": meta.get("recipe_version"),
         }
         with use_run_config(effective):

@@ -89,6 +89,9 @@ def run_unlearn(
     if manifest_in is not None:
         check_compatible(manifest_in, model=model_info(model).to_dict(), source=f"subspace {subspace_dir}")
     sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None
+    from hookunlearn.recipes import check_active_recipe
+
+    check_active_recipe(model=model, sae=sae)
 
     if method == "clamp":
         from hookunlearn.clamp import ClampIntervention

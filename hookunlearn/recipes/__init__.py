@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
+from typing import Any
 
 from hookunlearn.recipes.recipe import (
     ARCHITECTURES,
@@ -34,6 +35,7 @@ from hookunlearn.recipes.validation import validate_recipe
 
 __all__ = [
     "ARCHITECTURES",
+    "check_active_recipe",
     "RECIPES_DIR",
     "SCHEMAS",
     "DataSpec",
@@ -71,6 +73,22 @@ def recipe_path(name: str) -> Path:
         f"unknown recipe {name!r}.{hint} Known recipes: {', '.join(known)}. "
         "Pass one of these, or the path of a .toml/.yaml recipe file."
     )
+
+
+def check_active_recipe(*, model: Any = None, sae: Any = None) -> None:
+    """When the running CLI command was given ``--recipe``, check the loaded model (and SAE)
+    against it (`validate_recipe`); a mismatch is a `RecipeError` listing every problem."""
+    from hookunlearn.runconfig import current_run_config
+
+    ref = current_run_config().get("recipe_ref")
+    if not ref:
+        return
+    problems = validate_recipe(load_recipe(ref), model=model, sae=sae)
+    if problems:
+        raise RecipeError(
+            f"--recipe {ref}: the loaded inputs do not match it: {'; '.join(problems)}. "
+            "Use the recipe's model and SAE, or drop --recipe and pass the options yourself."
+        )
 
 
 def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:

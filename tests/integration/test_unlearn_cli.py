@@ -243,3 +243,13 @@ def test_eval_probe_with_the_runs_subspace(subspace: Path, quick_world: Path) ->
     )
     assert result.exit_code == 0, result.output
     assert "probe_target_judged_unknown" in result.output and "latent_activity[forget]" in result.output
+
+
+def test_a_recipe_is_checked_against_the_loaded_model(quick_world: Path, tmp_path: Path) -> None:
+    saes = [arg for layer in range(2) for arg in ("--sae", str(quick_world / "saes" / f"layer_{layer}"))]
+    argv = ["select", "--recipe", "sspu-world", "--model", str(quick_world / "model"), *saes]
+    result = runner.invoke(app, [*argv, "--out", str(tmp_path / "sel"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert "--recipe sspu-world: the loaded inputs do not match it" in result.output
+    assert "d_model is 32, the recipe's [model].d_model is 128" in result.output
+    assert not (tmp_path / "sel").exists()
