@@ -24,7 +24,6 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -35,6 +34,7 @@ from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import bos_prefix, encode
+from hookunlearn.evaluation.standard import data_name
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
 
 TARGET_DELIMITER = " "
@@ -285,11 +285,6 @@ def fit_prompt(ids: Sequence[int], prefix: Sequence[int], budget: int) -> list[i
     return list(prefix) + list(ids[-keep:])
 
 
-def _data_label(spec: str) -> str:
-    path = Path(spec)
-    return path.stem if path.suffix else spec.replace("/", "_").replace(":", "_").replace("@", "_")
-
-
 @register
 class GSM8K(Suite):
     name = "gsm8k"
@@ -327,9 +322,7 @@ class GSM8K(Suite):
                     raise HookunlearnError(f"suite gsm8k: {key}={value} must be at least {least}.")
 
     def instance_name(self) -> str:
-        return (
-            self.name if self.config.data == DEFAULT_DATA else f"{self.name}-{_data_label(self.config.data)}"
-        )
+        return self.name if self.config.data == DEFAULT_DATA else f"{self.name}-{data_name(self.config.data)}"
 
     def problems(self) -> list[GSM8KProblem]:
         """The evaluated problems: loaded, validated, shuffled if ``seed`` is set, limited."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,13 @@ from hookunlearn.evaluation.suites import EvalContext, Suite, register
 
 
 def data_name(spec: str) -> str:
-    """``world:mc_hazard`` -> ``mc_hazard``; ``dir/my_set.jsonl`` -> ``my_set``; hub ids as given."""
+    """``world:mc_hazard`` -> ``mc_hazard``; ``dir/my_set.jsonl`` -> ``my_set``; a hub id with
+    ``/``, ``:`` and ``@`` made file-safe (``cais/wmdp:wmdp-cyber@test`` -> ``cais_wmdp_wmdp-cyber_test``)."""
     if spec.startswith("world:"):
         return spec.removeprefix("world:")
-    return Path(spec).stem if Path(spec).suffix else spec.replace("/", "_")
+    if Path(spec).suffix and ":" not in spec:  # a local file
+        return Path(spec).stem
+    return re.sub(r"[/:@]", "_", spec)
 
 
 def check_limit(suite: str, limit: int | None) -> None:

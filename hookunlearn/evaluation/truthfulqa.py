@@ -19,7 +19,6 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from transformer_lens import HookedTransformer
@@ -27,6 +26,7 @@ from transformer_lens import HookedTransformer
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import EncodedPair, bos_prefix, encode_pair, score_pairs
+from hookunlearn.evaluation.standard import data_name
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
 
 QA_PRIMER = (
@@ -134,11 +134,6 @@ def _per_item(items: Sequence[TruthfulQAItem], values: Sequence[float]) -> list[
     return out
 
 
-def _data_label(spec: str) -> str:
-    path = Path(spec)
-    return path.stem if path.suffix else spec.replace("/", "_").replace(":", "_").replace("@", "_")
-
-
 class _TruthfulQA(Suite):
     targets: ClassVar[str]
     version = 1
@@ -163,9 +158,7 @@ class _TruthfulQA(Suite):
                     raise HookunlearnError(f"suite truthfulqa: {key}={value} must be at least 1.")
 
     def instance_name(self) -> str:
-        return (
-            self.name if self.config.data == DEFAULT_DATA else f"{self.name}-{_data_label(self.config.data)}"
-        )
+        return self.name if self.config.data == DEFAULT_DATA else f"{self.name}-{data_name(self.config.data)}"
 
     def items(self) -> list[TruthfulQAItem]:
         items = parse_items(load_records(self.config.data), self.config.data, self.targets)

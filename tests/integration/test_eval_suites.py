@@ -290,3 +290,14 @@ def test_probe_results_are_never_reused_from_a_report(model, quick_world: Path) 
     context = EvalContext()
     evaluate(model, [qa], baseline=model, context=context)
     assert context.baseline is None  # evaluate leaves the caller's context as it found it
+
+
+def test_suite_names_from_data_specs() -> None:
+    from hookunlearn.evaluation.standard import data_name
+
+    assert data_name("world:mc_hazard") == "mc_hazard"
+    assert data_name("/data/my_set.jsonl") == "my_set"
+    assert data_name("cais/wmdp:wmdp-cyber@test") == "cais_wmdp_wmdp-cyber_test"
+    assert parse_suite_spec("jailbreak:data=cais/wmdp:wmdp-cyber@test").instance_name() == (
+        "jailbreak_cais_wmdp_wmdp-cyber_test"
+    )
