@@ -118,14 +118,15 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
 
     torch.set_num_threads(1)
     from hookunlearn.data import load_texts
-    from hookunlearn.objectives import ObjectiveContext, masked_mse
+    from hookunlearn.objectives.base import ObjectiveContext, masked_mse
     from hookunlearn.objectives.rmu import RMU, RMUConfig
-    from hookunlearn.train import TrainConfig, batch_indices, tokenize_texts
+    from hookunlearn.tokens import batch_indices, tokenize_texts
+    from hookunlearn.train import TrainConfig
 
     import_mb = 0.0
     if mode == "ours":  # hookunlearn.unlearn imports sae_lens at module level: count it apart
         before = _current_rss_mb()
-        from hookunlearn.unlearn import unlearn
+        from hookunlearn.pipeline.unlearn import unlearn_model
 
         import_mb = _current_rss_mb() - before
     after_imports_mb = _current_rss_mb()
@@ -148,7 +149,7 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
             losses.append(float(record["loss"]))
 
         start = time.perf_counter()
-        unlearn(
+        unlearn_model(
             model,
             "rmu",
             layer=layer,

@@ -8,9 +8,8 @@ traceback; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import typer
@@ -48,6 +47,14 @@ world_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(world_app, name="world", short_help="The embedded world: data, model and SAEs; build and info.")
+
+
+def _method_names() -> tuple[str, ...]:
+    """The registered methods and interventions (their registries import no torch)."""
+    from hookunlearn.interventions import INTERVENTIONS
+    from hookunlearn.objectives import METHODS
+
+    return (*METHODS, *INTERVENTIONS)
 
 
 def _err(message: str) -> None:
@@ -135,93 +142,35 @@ def select(
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        from tqdm import tqdm
+        from hookunlearn.pipeline.select import SelectConfig
+        from hookunlearn.pipeline.select import select as run_select
 
-        from hookunlearn.artifacts import fingerprint_texts
-        from hookunlearn.data import load_records, load_texts
-        from hookunlearn.errors import HookunlearnError
-        from hookunlearn.models import load_model
-        from hookunlearn.saes import load_sae
-        from hookunlearn.selection import parse_entity_prompts
-        from hookunlearn.selection import select as run_select
-
-        if objective not in ("topic", "entity"):
-            raise HookunlearnError(f"--objective {objective!r}: choose 'topic' or 'entity'.")
-        loaded = load_model(model, device=device, dtype=dtype, processing=processing)
-        sae_specs = list(sae)
-        if not sae_specs:
-            if model != "world":
-                raise HookunlearnError("no SAEs given: pass --sae SPEC once per candidate layer.")
-            from hookunlearn.world.assets import world_sae_layers
-
-            wanted = world_sae_layers() if layers == "auto" else _parse_layers(layers)
-            sae_specs = [f"world:{lay}" for lay in wanted]
-        saes = [load_sae(spec, loaded) for spec in sae_specs]
-        from hookunlearn.recipes import check_active_recipe
-
-        check_active_recipe(model=loaded)
-        bars: dict[str, tqdm] = {}
-
-        def progress(info: dict) -> None:
-            role = info["role"]
-            if role not in bars:
-                for previous in bars.values():
-                    previous.close()
-                unit = "tok" if "tokens" in info else "prompt"
-                bars[role] = tqdm(
-                    total=info.get("total"), unit=unit, unit_scale=True, desc=f"select [{role}]"
-                )
-            bars[role].n = info.get("tokens", info["docs"])
-            bars[role].refresh()
-
-        if objective == "topic":
-            forget_texts = load_texts(forget, text_column)
-            retain_texts = load_texts(retain, text_column)
-            data = {
-                "forget": {"spec": forget, **fingerprint_texts(forget_texts)},
-                "retain": {"spec": retain, **fingerprint_texts(retain_texts)},
-            }
-            selection = run_select(
-                loaded,
-                saes,
-                objective="topic",
-                forget=forget_texts,
-                retain=retain_texts,
-                score=score,
-                layer=layer,
-                top_n=top_n,
-                batch_size=batch_size,
-                max_tokens=max_tokens,
-                progress=progress,
-                data=data,
-            )
-        else:
-            prompts = parse_entity_prompts(load_records(entities), entities, template=template)
-            data = {"entities": {"spec": entities, **fingerprint_texts(p.prompt for p in prompts)}}
-            generic_texts = load_texts(generic, text_column) if generic else None
-            if generic_texts is not None:
-                data["generic"] = {"spec": generic, **fingerprint_texts(generic_texts)}
-            selection = run_select(
-                loaded,
-                saes,
-                objective="entity",
-                entities=prompts,
-                generic=generic_texts,
-                score=score,
-                layer=layer,
-                top_n=top_n,
-                max_generic_rate=max_generic_rate,
-                batch_size=batch_size,
-                max_tokens=max_tokens,
-                progress=progress,
-                data=data,
-            )
-        for open_bar in bars.values():
-            open_bar.close()
-        selection.options.update(
-            {"model": model, "sae": sae_specs, "template": template, "processing": processing}
+        config = SelectConfig(
+            out=out,
+            model=model,
+            objective=objective,  # type: ignore[arg-type]
+            saes=tuple(sae),
+            layers=None if layers == "auto" else tuple(_parse_layers(layers)),
+            layer=layer,
+            forget=forget,
+            retain=retain,
+            text_column=text_column,
+            entities=entities,
+            template=template,
+            generic=generic,
+            max_generic_rate=max_generic_rate,
+            score=score,
+            top_n=top_n,
+            batch_size=batch_size,
+            max_tokens=max_tokens,
+            device=device,
+            dtype=dtype,
+            processing=processing,
+            force=force,
         )
-        selection.save(out, force=force)
+        with _select_progress() as progress:
+            result = run_select(config, progress=progress)
+        selection = result.selection
         rows = [
             (str(lay), f"{ls.layer_score:.4f}", "<- chosen" if lay == selection.chosen_layer else "")
             for lay, ls in sorted(selection.layers.items())
@@ -247,6 +196,30 @@ def select(
                 f"(select entities), {heldout['heldout_score']:.3f} (held-out entities)"
             )
         typer.echo(f"wrote {out} (manifest.json, tensors.safetensors, features.json, scores.png)")
+
+
+@contextmanager
+def _select_progress() -> Iterator[Callable[[dict], None]]:
+    """A tqdm bar per role of the selection's progress records."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def progress(info: dict) -> None:
+        role = info["role"]
+        if role not in bars:
+            for previous in bars.values():
+                previous.close()
+            unit = "tok" if "tokens" in info else "prompt"
+            bars[role] = tqdm(total=info.get("total"), unit=unit, unit_scale=True, desc=f"select [{role}]")
+        bars[role].n = info.get("tokens", info["docs"])
+        bars[role].refresh()
+
+    try:
+        yield progress
+    finally:
+        for open_bar in bars.values():
+            open_bar.close()
 
 
 def _parse_layers(text: str) -> list[int]:
@@ -281,33 +254,25 @@ def build(
     Example: hookunlearn build sel/ --k 32 --out sub/
     """
     with user_errors():
-        from hookunlearn.artifacts import check_can_write, check_compatible, read_manifest
+        from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        from hookunlearn.errors import HookunlearnError
-        from hookunlearn.models import load_model, model_info
-        from hookunlearn.saes import load_sae
-        from hookunlearn.selection import Selection
-        from hookunlearn.subspace import build as run_build
+        from hookunlearn.pipeline.build import BuildConfig
+        from hookunlearn.pipeline.build import build as run_build
 
-        manifest = read_manifest(selection_dir, kind="selection")
-        selection = Selection.load(selection_dir)
-        chosen_layer = selection.chosen_layer if layer is None else layer
-        model_spec = model or selection.options.get("model") or selection.model.get("spec")
-        if not model_spec:
-            raise HookunlearnError(
-                f"{selection_dir}: the selection does not say which model it used; pass --model."
+        result = run_build(
+            BuildConfig(
+                selection=selection_dir,
+                out=out,
+                k=k,
+                layer=layer,
+                sae=sae,
+                model=model,
+                min_retain_rate=min_retain_rate,
+                force=force,
             )
-        loaded = load_model(model_spec, device="cpu", processing=selection.options.get("processing"))
-        check_compatible(manifest, model=model_info(loaded).to_dict(), source=f"selection {selection_dir}")
-        sae_spec = sae or selection.saes.get(chosen_layer, {}).get("spec")
-        if not sae_spec:
-            raise HookunlearnError(f"{selection_dir}: no SAE recorded for layer {chosen_layer}; pass --sae.")
-        subspace = run_build(
-            selection, load_sae(sae_spec, loaded), k=k, layer=chosen_layer, min_retain_rate=min_retain_rate
         )
-        subspace.save(out, force=force, inputs={"selection": str(selection_dir)})
-        diagnostics = subspace.diagnostics
+        diagnostics = result.subspace.diagnostics
         rows = [(key, _fmt(value)) for key, value in diagnostics.items() if key != "principal_angles_deg"]
         angles = sorted(diagnostics["principal_angles_deg"])
         if angles:
@@ -331,7 +296,7 @@ def unlearn(
         None, help="A `hookunlearn build` directory (needed by sspu, align, clamp)."
     ),
     out: str = typer.Option(..., help="Output run directory (with the exported checkpoint in model/)."),
-    method: str = typer.Option("sspu", help="sspu, align, rmu, ga, graddiff, npo or clamp."),
+    method: str = typer.Option("sspu", help=f"A method: {', '.join(_method_names())}."),
     model: str | None = typer.Option(None, help="Model spec (default: the subspace's model, else 'world')."),
     layer: int | None = typer.Option(None, help="Hooked layer (default: the subspace's)."),
     forget: str | None = typer.Option(
@@ -382,27 +347,59 @@ def unlearn(
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
-    """Run an unlearning method (sspu, align, rmu, ga, graddiff, npo, clamp) and export the model.
+    """Run an unlearning method (or an inference-time intervention) and export the model.
 
     \b
     Example: hookunlearn unlearn sub/ --method sspu --out model/ -o steering_coeff=50
     """
     with user_errors():
-        from pathlib import Path
+        from hookunlearn.pipeline.unlearn import check_method
 
+        check_method(method)
         from hookunlearn.artifacts import check_can_write
-        from hookunlearn.errors import HookunlearnError
-        from hookunlearn.objectives import METHODS
 
-        if method not in METHODS:
-            raise HookunlearnError(f"--method {method!r}: choose one of {', '.join(METHODS)}.")
         check_can_write(out, force=force)
-        from hookunlearn.run_unlearn import run_unlearn
-
-        options = dict(_parse_option(text) for text in option)
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, unit="step", desc=f"unlearn [{method}]", disable=method == "clamp")
+        from hookunlearn.interventions import INTERVENTIONS
+        from hookunlearn.options import parse_option
+        from hookunlearn.pipeline.unlearn import UnlearnConfig
+        from hookunlearn.pipeline.unlearn import unlearn as run_unlearn
+        from hookunlearn.train import TrainConfig
+
+        config = UnlearnConfig(
+            out=out,
+            method=method,
+            subspace=subspace_dir,
+            model=model,
+            layer=layer,
+            forget=forget,
+            retain=retain,
+            text_column=text_column,
+            entities=entities,
+            template=template,
+            options=dict(parse_option(text) for text in option),
+            train=TrainConfig(
+                steps=steps,
+                lr=lr,
+                batch_size=batch_size,
+                schedule=schedule,  # type: ignore[arg-type]
+                warmup_steps=warmup_steps,
+                grad_clip=grad_clip or None,
+                grad_accum=grad_accum,
+                seed=seed,
+                checkpoint_every=checkpoint_every,
+                trainable=tuple(x.strip() for x in trainable.split(",") if x.strip()),
+                trainable_layers=tuple(_parse_layers(trainable_layers)) if trainable_layers else None,
+            ),
+            max_tokens=max_tokens,
+            resume=resume,
+            export=export,
+            device=device,
+            dtype=dtype,
+            force=force,
+        )
+        bar = tqdm(total=steps, unit="step", desc=f"unlearn [{method}]", disable=method in INTERVENTIONS)
 
         def bar_update(record: dict) -> None:
             bar.n = record["step"]
@@ -410,56 +407,23 @@ def unlearn(
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in skip}, refresh=False)
             bar.refresh()
 
-        run_unlearn(
-            out=Path(out),
-            method=method,
-            subspace_dir=subspace_dir,
-            model_spec=model,
-            layer=layer,
-            forget=forget,
-            retain=retain,
-            text_column=text_column,
-            entities=entities,
-            template=template,
-            options=options,
-            train_options={
-                "steps": steps,
-                "lr": lr,
-                "batch_size": batch_size,
-                "schedule": schedule,
-                "warmup_steps": warmup_steps,
-                "grad_clip": grad_clip or None,
-                "grad_accum": grad_accum,
-                "seed": seed,
-                "checkpoint_every": checkpoint_every,
-                "trainable": tuple(x.strip() for x in trainable.split(",") if x.strip()),
-                "trainable_layers": tuple(_parse_layers(trainable_layers)) if trainable_layers else None,
-            },
-            max_tokens=max_tokens,
-            resume=resume,
-            export=export,
-            device=device,
-            dtype=dtype,
-            force=force,
-            echo=lambda message: typer.echo(message),
-            table=_print_table,
-            progress=bar_update,
+        try:
+            run = run_unlearn(config, progress=bar_update)
+        finally:
+            bar.close()
+        if run.kind == "intervention":
+            typer.echo(
+                f"wrote intervention {out}: {method} {len(run.intervention.latents)} latents at "
+                f"{run.intervention.hook} (evaluate it with `hookunlearn eval MODEL --intervention {out}`; "
+                "it cannot be exported: it edits no weight)"
+            )
+            return
+        _print_table(
+            ["parameter", "relative change"], [(name, f"{value:.4f}") for name, value in run.changed.items()]
         )
-        bar.close()
-
-
-def _parse_option(text: str) -> tuple[str, object]:
-    import json
-
-    from hookunlearn.errors import HookunlearnError
-
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise HookunlearnError(f"--option {text!r}: use KEY=VALUE, e.g. -o steering_coeff=50.")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
+        typer.echo(
+            f"wrote {out} ({'model/ = verified HF checkpoint, ' if run.exported else ''}train_log.jsonl, manifest.json)"
+        )
 
 
 @app.command(
@@ -531,97 +495,41 @@ def eval_(
       hookunlearn eval run/model --baseline report-base/ --suite wmdp:subset=wmdp-cyber --suite mmlu
     """
     with user_errors():
-        from hookunlearn.errors import HookunlearnError
-
         if list_suites:
             _echo_suites()
             return
+        from hookunlearn.errors import HookunlearnError
+
         if protocol not in ("letter", "continuation"):
             raise HookunlearnError(f"--protocol {protocol!r}: choose 'letter' or 'continuation'.")
         if out is not None:
             from hookunlearn.artifacts import check_can_write
 
             check_can_write(out, force=force)
+        from hookunlearn.pipeline.eval import EvalConfig, evaluate
 
-        from hookunlearn.evaluation.report import WORLD_SUITES, evaluate, find_train_log, read_report
-        from hookunlearn.evaluation.standard import MCConfig, MCSuite, QAConfig, QASuite
-        from hookunlearn.evaluation.suites import EvalContext, parse_suite_spec
-
-        suites = [parse_suite_spec(text) for text in suite]
-        suites += [
-            MCSuite(
-                MCConfig(
-                    data=spec,
-                    protocol=protocol,  # type: ignore[arg-type]
-                    description=description,
-                    length_normalized=length_normalized,
-                )
-            )
-            for spec in mc
-        ]
-        suites += [QASuite(QAConfig(data=spec)) for spec in qa]
-        if not suites:
-            if model != "world":
-                raise HookunlearnError(
-                    "no suites given: pass --suite NAME (see --list-suites), --mc or --qa data specs."
-                )
-            suites = [parse_suite_spec(text) for text in WORLD_SUITES]
-        shared = {k: v for k, v in (("limit", limit), ("seed", seed)) if v is not None}
-        for item in suites:
-            item.with_defaults(**shared)
-        from pathlib import Path
-
-        from hookunlearn.models import load_model
-
-        loaded_subspace = None
-        processing = None
-        if subspace is not None:
-            from hookunlearn.subspace import Subspace
-
-            loaded_subspace = Subspace.load(subspace)
-            # processing changes no output, only how activations are expressed: load like the SAE's model
-            from hookunlearn.processing import WeightProcessing
-
-            recorded = loaded_subspace.model.get("processing")
-            processing = WeightProcessing.parse(recorded) if recorded else None
-        base_arg = None
-        if baseline is not None and (
-            (Path(baseline) / "report.json").is_file()
-            or (Path(baseline).is_file() and Path(baseline).suffix == ".json")
-        ):
-            base_arg = read_report(baseline)
-        elif baseline is not None:
-            base_arg = load_model(baseline, device=device, dtype=dtype, processing=processing)
-        loaded = load_model(model, device=device, dtype=dtype, processing=processing)
-        context = EvalContext(batch_size=batch_size, progress=lambda m: typer.echo(m, err=True))
-        if loaded_subspace is not None:
-            from hookunlearn.saes import load_sae
-
-            context.subspace = loaded_subspace
-            if loaded_subspace.sae.get("spec"):
-                context.sae = load_sae(loaded_subspace.sae["spec"], loaded)
-        applied = contextlib.nullcontext()
-        if intervention is not None:
-            from hookunlearn.clamp import ClampIntervention
-
-            applied = ClampIntervention.load(intervention).applied(loaded)
-        options = {
-            "suites": [item.instance_name() for item in suites],
-            "baseline": baseline,
-            "subspace": subspace,
-            "intervention": intervention,
-            "seed": seed,
-            "batch_size": batch_size,
-        }
-        with applied:
-            report = evaluate(
-                loaded,
-                suites,
-                baseline=base_arg,
-                context=context,
-                options=options,
-                train_log=find_train_log(model),
-            )
+        run = evaluate(
+            EvalConfig(
+                model=model,
+                baseline=baseline,
+                suites=tuple(suite),
+                mc=tuple(mc),
+                qa=tuple(qa),
+                protocol=protocol,  # type: ignore[arg-type]
+                length_normalized=length_normalized,
+                description=description,
+                subspace=subspace,
+                limit=limit,
+                seed=seed,
+                out=out,
+                force=force,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                intervention=intervention,
+            ),
+            progress=lambda m: typer.echo(m, err=True),
+        )
         _print_table(
             ["suite", "metric", "base", "value", "delta", "n"],
             [
@@ -633,20 +541,10 @@ def eval_(
                     "" if e is None else f"{e:+.3f}",
                     str(f),
                 )
-                for a, b, c, d, e, f in report.rows()
+                for a, b, c, d, e, f in run.report.rows()
             ],
         )
         if out is not None:
-            from hookunlearn.artifacts import Manifest
-            from hookunlearn.evaluation.report import write_report
-
-            manifest = Manifest(
-                kind="report",
-                command="hookunlearn eval",
-                model=report.evaluated.model,
-                options=options,
-            )
-            write_report(out, report, manifest, force=force)
             typer.echo(f"wrote {out}/report.json, report.md and plots/")
 
 
@@ -690,31 +588,15 @@ def export(
     Example: hookunlearn export run/ --out hf/
     """
     with user_errors():
-        from pathlib import Path
-
-        from hookunlearn.artifacts import check_can_write, read_manifest
-        from hookunlearn.errors import HookunlearnError
+        from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        path = Path(source)
-        if (path / "manifest.json").is_file():
-            manifest = read_manifest(path)
-            if manifest.kind == "intervention":
-                raise HookunlearnError(
-                    f"{source} is a clamp intervention: it changes activations at inference through hooks and edits "
-                    "no weight, so there is no checkpoint to export. Evaluate it with the base model instead."
-                )
-            if manifest.kind == "unlearned" and (path / "model").is_dir():
-                path = path / "model"
-            else:
-                raise HookunlearnError(
-                    f"{source} is a {manifest.kind!r} directory; export needs a model or an unlearn run."
-                )
-        from hookunlearn.export import export_model
-        from hookunlearn.models import load_model
+        from hookunlearn.pipeline.export import ExportConfig
+        from hookunlearn.pipeline.export import export as run_export
 
-        model = load_model(str(path), device="cpu", processing=processing)
-        result = export_model(model, out, force=force, tolerance=tolerance)
+        result = run_export(
+            ExportConfig(source=source, out=out, processing=processing, tolerance=tolerance, force=force)
+        )
         typer.echo(
             f"wrote {out}: verified, max log-prob difference {result.max_logprob_diff:.2e} (tolerance {result.tolerance:.0e})"
         )
@@ -737,48 +619,29 @@ def demo(
     Example: hookunlearn demo
     """
     with user_errors():
-        from pathlib import Path
-
-        from hookunlearn.artifacts import Manifest, check_can_write
-        from hookunlearn.errors import HookunlearnError
+        from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        chosen = [m.strip() for m in methods.split(",") if m.strip()]
-        from hookunlearn.demo import DEMO_METHODS, markdown_table, run_demo
+        from hookunlearn.pipeline.demo import DemoConfig
+        from hookunlearn.pipeline.demo import demo as run_demo
 
-        unknown = sorted(set(chosen) - set(DEMO_METHODS) - {"graddiff", "npo"})
-        if unknown:
-            raise HookunlearnError(
-                f"--methods: {', '.join(unknown)} not available in the demo; use {', '.join(DEMO_METHODS)}, graddiff, npo."
-            )
-        from hookunlearn.train import TrainConfig
-        from hookunlearn.world.assets import world_dir
-
-        path = Path(world) if world else world_dir()
         result = run_demo(
-            path,
-            methods=chosen,
-            train=TrainConfig(steps=steps),
-            k=k,
+            DemoConfig(
+                out=out,
+                methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                steps=steps,
+                k=k,
+                world=world,
+                force=force,
+            ),
             progress=lambda m: typer.echo(m, err=True),
         )
-        table = markdown_table(result)
-        typer.echo(table)
+        typer.echo(result.table)
+        summary = result.result
         typer.echo(
-            f"topic layer {result['topic_layer']}, entity layer {result['entity_layer']}, k {result['k']}; "
-            f"every method: {steps} steps, lr {result['train']['lr']}, batch {result['train']['batch_size']}."
+            f"topic layer {summary['topic_layer']}, entity layer {summary['entity_layer']}, k {summary['k']}; "
+            f"every method: {steps} steps, lr {summary['train']['lr']}, batch {summary['train']['batch_size']}."
         )
-        manifest = Manifest(
-            kind="report",
-            command="hookunlearn demo",
-            options={"methods": chosen, "steps": steps, "world": str(path)},
-        )
-        from hookunlearn.artifacts import MANIFEST_NAME, run_directory, write_json
-
-        with run_directory(out, force=force) as tmp:
-            write_json(tmp / "report.json", result)
-            (tmp / "report.md").write_text(table, encoding="utf-8")
-            (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
         typer.echo(f"wrote {out}/report.md and report.json")
 
 
@@ -934,6 +797,18 @@ def _print_world_measurements(measured: dict) -> None:
             )
         )
     _print_table(["measure", "on", "value"], rows)
+
+
+def _register_with_recipes() -> None:
+    """Recipes check their command tables against this app's options (the library never imports the CLI)."""
+    from hookunlearn.cli.config import command_option_table
+
+    from hookunlearn.recipes.recipe import register_command_options
+
+    register_command_options(lambda: command_option_table(app))
+
+
+_register_with_recipes()
 
 
 def main() -> None:

@@ -208,3 +208,30 @@ class ConfigurableCommand(TyperCommand):
         }
         with use_run_config(effective):
             return super().invoke(ctx)
+
+
+def command_option_table(app: typer.Typer) -> dict[str, dict[str, Any]]:
+    """Top-level command name -> its options (not its positional arguments) by parameter name,
+    read from the Typer app's command functions (signatures rather than click objects: Typer 0.29
+    builds its own parameter classes). What `hookunlearn.recipes` checks recipe tables against."""
+    import inspect
+    import typing
+
+    from hookunlearn.recipes.recipe import CliOption
+
+    out: dict[str, dict[str, Any]] = {}
+    for info in app.registered_commands:
+        callback = info.callback
+        if callback is None:
+            continue
+        name = info.name or callback.__name__.replace("_", "-")
+        hints = typing.get_type_hints(callback)
+        options: dict[str, CliOption] = {}
+        for parameter in inspect.signature(callback).parameters.values():
+            default = parameter.default
+            if isinstance(default, typer.models.OptionInfo):
+                options[parameter.name] = CliOption(
+                    parameter.name, hints.get(parameter.name, Any), default.min, default.max
+                )
+        out[name] = options
+    return out

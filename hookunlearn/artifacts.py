@@ -332,7 +332,7 @@ def check_compatible(
             other = given.get(stored.get("hook_name"))
             if other is None:
                 continue
-            for key in ("d_in", "d_sae", "architecture", "weights_fingerprint"):
+            for key in ("d_in", "d_sae", "architecture"):
                 if key in stored and key in other and stored[key] != other[key]:
                     raise IncompatibleArtifactError(
                         f"{source} was made with another SAE at {stored.get('hook_name')}: field "

@@ -23,10 +23,11 @@ _LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".cs
 def load_records(spec: str | os.PathLike[str], *, split: str | None = None) -> list[dict[str, Any]]:
     """Load a dataset spec as a list of records (dicts)."""
     text = str(spec)
-    if text.startswith("world:"):
-        from hookunlearn.world.assets import world_data_file
+    from hookunlearn.sources import resolve
 
-        return load_records(world_data_file(text.removeprefix("world:")))
+    plugin_path = resolve(text, "data")
+    if plugin_path is not None:
+        return load_records(plugin_path)
     path = Path(text)
     if path.suffix.lower() in _LOCAL_FORMATS or path.exists():
         return _load_local(path)

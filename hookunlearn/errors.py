@@ -32,6 +32,3 @@ class IncompatibleArtifactError(ArtifactError):
 class DataError(HookunlearnError):
     """A dataset or file is missing, empty, or lacks the expected columns."""
 
-
-class NotImplementedYetError(HookunlearnError):
-    """A command or option that is planned but not built yet."""

@@ -44,6 +44,7 @@ from safetensors import SafetensorError, safe_open
 from transformer_lens import HookedTransformer
 
 from hookunlearn.errors import SAELoadError
+from hookunlearn.hooks import hook_layer
 from hookunlearn.processing import WeightProcessing, flags_affecting_hook
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 
 SAESource = Literal["local", "release", "memory"]
 
-_LAYER_PATTERN = re.compile(r"^blocks\.(\d+)\.")
 # Hooks whose activation is the residual-stream width, whatever the architecture.
 _D_MODEL_HOOKS = re.compile(
     r"(^hook_embed|^hook_pos_embed|hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out)$"
@@ -125,12 +125,6 @@ class SAEInfo:
     @property
     def torch_dtype(self) -> torch.dtype:
         return _DTYPE_ALIASES[self.dtype]
-
-
-def hook_layer(hook_name: str) -> int | None:
-    """The block index in ``blocks.{L}.<...>``; ``None`` for hooks outside the blocks (``hook_embed``)."""
-    match = _LAYER_PATTERN.match(hook_name)
-    return int(match.group(1)) if match else None
 
 
 def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None = None) -> int:
@@ -214,21 +208,13 @@ def sae_info(sae: SAE) -> SAEInfo:
     return _build_info(sae, spec=None, source="memory", release=None, sae_id=None, path=None)
 
 
-WORLD_PREFIX = "world:"
-"""SAE specs of the embedded world: ``world:2`` or ``world:layer_2`` (blocks.2.hook_resid_post)."""
-
-
-def _world_sae_path(spec_text: str) -> Path | None:
-    if not spec_text.startswith(WORLD_PREFIX) or Path(spec_text).exists():
-        return None
-    layer_text = spec_text.removeprefix(WORLD_PREFIX).removeprefix("layer_")
-    if not layer_text.isdigit():
-        raise SAELoadError(f"SAE spec {spec_text!r}: expected 'world:L' with a layer number, e.g. 'world:2'.")
+def _plugin_sae_path(spec_text: str) -> Path | None:
+    """A plug-in SAE spec (``world:2``: the embedded world's SAE on blocks.2.hook_resid_post) as a path."""
     from hookunlearn.errors import HookunlearnError
-    from hookunlearn.world.assets import world_sae_dir
+    from hookunlearn.sources import resolve
 
     try:
-        return world_sae_dir(int(layer_text))
+        return resolve(spec_text, "sae")
     except HookunlearnError as exc:
         raise SAELoadError(f"SAE spec {spec_text!r}: {exc}") from exc
 
@@ -268,7 +254,7 @@ def load_sae(
         processing = _model_processing(model, model_processing)
 
     spec_text = os.fspath(spec)
-    local_path = _world_sae_path(spec_text) or _local_path(spec, spec_text)
+    local_path = _plugin_sae_path(spec_text) or _local_path(spec, spec_text)
     if local_path is not None:
         sae = _load_local(local_path, spec_text, model, processing, target_device, target_dtype)
         release = sae_id = None

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from jaxtyping import Bool, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.objectives import Batch, Objective, StepInputs
+from hookunlearn.objectives.base import Objective, StepInputs
+from hookunlearn.tokens import Batch, TokenData, batch_indices
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -69,91 +69,6 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: no checkpoints)."""
-
-
-@dataclass
-class TokenData:
-    """A tokenised dataset: right-padded rows and the positions the loss reads."""
-
-    tokens: Int[Tensor, "n pos"]
-    mask: Bool[Tensor, "n pos"]
-
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def batch(self, index: Int[Tensor, " b"]) -> Batch:
-        width = int(self.mask[index].nonzero()[:, 1].max()) + 1 if bool(self.mask[index].any()) else 1
-        return Batch(self.tokens[index, :width], self.mask[index, :width], index)
-
-
-def tokenize_texts(
-    model: HookedTransformer, texts: Sequence[str], max_tokens: int | None = None
-) -> TokenData:
-    """Corpus rows: BOS + text tokens, every real non-BOS token counts."""
-    from hookunlearn.activations import tokenize_batch
-
-    if not texts:
-        raise HookunlearnError("an unlearning dataset is empty.")
-    tokens, mask = tokenize_batch(model, list(texts), max_tokens=max_tokens)
-    return TokenData(tokens, mask)
-
-
-def tokenize_span_ends(
-    model: HookedTransformer, prompts: Sequence[str], span_ends: Sequence[int]
-) -> TokenData:
-    """Entity prompts: the loss reads only the last token of each entity name."""
-    from hookunlearn.activations import last_token_of_span, tokenize_batch
-
-    tokens, _ = tokenize_batch(model, list(prompts))
-    mask = torch.zeros_like(tokens, dtype=torch.bool)
-    for row, (prompt, end) in enumerate(zip(prompts, span_ends, strict=True)):
-        mask[row, last_token_of_span(model, prompt, end)] = True
-    return TokenData(tokens, mask)
-
-
-def tokenize_entity_spans(
-    model: HookedTransformer,
-    prompts: Sequence[str],
-    span_starts: Sequence[int | None],
-    span_ends: Sequence[int],
-) -> TokenData:
-    """Entity prompts: the loss reads every token of the entity name (from the token holding
-    ``span_start`` to the one holding ``span_end - 1``; the last token alone when the start is None)."""
-    from hookunlearn.activations import last_token_of_span
-
-    data = tokenize_span_ends(model, prompts, span_ends)
-    for row, (prompt, start, end) in enumerate(zip(prompts, span_starts, span_ends, strict=True)):
-        if start is not None:
-            first = last_token_of_span(model, prompt, start + 1)
-            data.mask[row, first : last_token_of_span(model, prompt, end) + 1] = True
-    return data
-
-
-def concat_token_data(parts: Sequence[TokenData]) -> TokenData:
-    """Rows of several datasets in one (right-padded to the widest; padding is masked out)."""
-    if not parts:
-        raise HookunlearnError("an unlearning dataset is empty.")
-    width = max(part.tokens.shape[1] for part in parts)
-    tokens = torch.cat(
-        [torch.nn.functional.pad(part.tokens, (0, width - part.tokens.shape[1])) for part in parts]
-    )
-    mask = torch.cat(
-        [torch.nn.functional.pad(part.mask, (0, width - part.mask.shape[1]), value=False) for part in parts]
-    )
-    return TokenData(tokens, mask)
-
-
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Int[Tensor, " b"]:
-    """Rows of step ``step``: consecutive slices of a per-epoch seeded permutation."""
-    rows = []
-    position = step * batch_size
-    while len(rows) < batch_size:
-        epoch, offset = divmod(position, n)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        take = min(batch_size - len(rows), n - offset)
-        rows.extend(order[offset : offset + take].tolist())
-        position += take
-    return torch.tensor(rows, dtype=torch.long)
 
 
 def trainable_parameters(
@@ -211,7 +126,7 @@ class Trainer:
         layers = config.trainable_layers
         if layers is None:
             layers = tuple(range(max(0, layer - 2), layer + 1))
-        if objective.kind == "activation" and max(layers) > layer:
+        if objective.spec.kind == "activation" and max(layers) > layer:
             raise HookunlearnError(
                 f"trainable layers {list(layers)} include blocks above the hooked layer {layer}; "
                 "they cannot change an activation objective. Train layers <= the hooked layer."
@@ -225,7 +140,7 @@ class Trainer:
         # trainable parameters swapped in (torch.func.functional_call), so the only extra memory
         # is `initial`, a copy of the trainable tensors.
         self.reference_overrides: list[dict[str, Tensor]] = []
-        if objective.kind == "activation":
+        if objective.spec.kind == "activation":
             for i in range(self.first, layer + 1):
                 prefix = f"blocks.{i}."
                 self.reference_overrides.append(
@@ -262,7 +177,7 @@ class Trainer:
     def _inputs(self, forget: Batch, retain: Batch) -> StepInputs:
         model, device = self.model, self.model.cfg.device
         inputs = StepInputs(forget=forget, retain=retain)
-        if self.objective.kind == "activation":
+        if self.objective.spec.kind == "activation":
             with torch.no_grad():
                 pre_forget = model(forget.tokens.to(device), stop_at_layer=self.first)
                 pre_retain = model(retain.tokens.to(device), stop_at_layer=self.first)
@@ -275,7 +190,7 @@ class Trainer:
             inputs.retain_resid_ref = reference
         else:
             inputs.forget_logits = model(forget.tokens.to(device), return_type="logits")
-            if getattr(self.objective, "uses_retain", True):
+            if self.objective.spec.retain:
                 inputs.retain_logits = model(retain.tokens.to(device), return_type="logits")
         return inputs
 
@@ -411,16 +326,3 @@ class Trainer:
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
             group["lr"] = lr
         return self.step
-
-
-@torch.no_grad()
-def sequence_nll(model: HookedTransformer, data: TokenData, batch_size: int = 32) -> Tensor:
-    """Summed next-token NLL per row (NPO's reference, computed once before training)."""
-    from hookunlearn.objectives.ga import token_nll
-
-    out = []
-    for start in range(0, len(data), batch_size):
-        batch = data.batch(torch.arange(start, min(start + batch_size, len(data))))
-        logits = model(batch.tokens.to(model.cfg.device), return_type="logits")
-        out.append(token_nll(logits, batch.tokens, batch.mask).cpu())
-    return torch.cat(out)

@@ -193,10 +193,10 @@ QUICKSTART = [
     code(
         """
         from hookunlearn.train import TrainConfig
-        from hookunlearn.unlearn import unlearn
+        from hookunlearn.pipeline.unlearn import unlearn_model
 
         model = load_model("world", device="cpu")
-        result = unlearn(
+        result = unlearn_model(
             model, "sspu", subspace=subspace, forget=forget, retain=retain, train=TrainConfig(steps=STEPS)
         )
 
@@ -333,7 +333,8 @@ INSIDE = [
     ),
     code(
         """
-        from hookunlearn.selection import parse_entity_prompts, select
+        from hookunlearn.entities import parse_entity_prompts
+        from hookunlearn.selection import select
         from hookunlearn.subspace import build
 
         base = load_model("world", device="cpu")
@@ -374,10 +375,10 @@ INSIDE = [
         from hookunlearn.evaluation.report import evaluate, to_markdown
         from hookunlearn.evaluation.suites import EvalContext, parse_suite_spec
         from hookunlearn.train import TrainConfig
-        from hookunlearn.unlearn import unlearn
+        from hookunlearn.pipeline.unlearn import unlearn_model
 
         model = load_model("world", device="cpu")
-        result = unlearn(
+        result = unlearn_model(
             model,
             "align",
             subspace=subspace,
@@ -876,7 +877,7 @@ RECIPE = [
         from hookunlearn.evaluation.report import evaluate, to_markdown
         from hookunlearn.evaluation.standard import MMLUConfig, MMLUSuite, WMDPConfig, WMDPSuite
         from hookunlearn.train import TrainConfig
-        from hookunlearn.unlearn import unlearn
+        from hookunlearn.pipeline.unlearn import unlearn_model
 
         suites = [
             WMDPSuite(WMDPConfig(subset="wmdp-cyber", data=WMDP_CYBER_DATA, limit=EVAL_LIMIT)),
@@ -888,7 +889,7 @@ RECIPE = [
 
         train = TrainConfig(steps=STEPS, lr=5e-5, batch_size=4, seed=0)
         options = {"steering_coeff": STEERING_COEFF, "alpha": 1200.0, "regularizer": "soft", "lam": 1.0}
-        result = unlearn(
+        result = unlearn_model(
             model,
             "sspu",
             subspace=subspace,
@@ -1021,7 +1022,7 @@ RECIPE = [
     code(
         """
         from hookunlearn.data import load_records
-        from hookunlearn.selection import parse_entity_prompts
+        from hookunlearn.entities import parse_entity_prompts
 
         gpt2 = load_model(GPT2_MODEL, device=DEVICE, processing="center_writing_weights")
         gpt2_saes = {layer: load_sae(spec, gpt2) for layer, spec in GPT2_SAES.items()}
@@ -1051,7 +1052,7 @@ RECIPE = [
         post = f"blocks.{train_layer}.hook_resid_post"
         _, cache = gpt2.run_with_cache("Michael Jordan", names_filter=[entity_sub.hook, post])
         assert torch.equal(cache[entity_sub.hook], cache[post]), "the SAE's hook is not the trained layer's output"
-        print(f"SAE hook {entity_sub.hook} == {post}: unlearn(layer={train_layer})")
+        print(f"SAE hook {entity_sub.hook} == {post}: unlearn_model(layer={train_layer})")
         """
     ),
     md(
@@ -1080,7 +1081,7 @@ RECIPE = [
         base_report = evaluate(gpt2, suites, context=context)
 
         train = TrainConfig(steps=GPT2_STEPS, lr=1e-4, batch_size=16, seed=0)
-        result = unlearn(
+        result = unlearn_model(
             gpt2,
             "align",
             subspace=entity_sub,

@@ -29,9 +29,9 @@ from transformer_lens import HookedTransformer
 
 from hookunlearn.activations import activations_at_span_end, cache_hooks, tokenize_batch
 from hookunlearn.data import load_records, load_texts
+from hookunlearn.entities import EntityPrompt, parse_entity_prompts
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
-from hookunlearn.selection import EntityPrompt, parse_entity_prompts
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,7 @@ from hookunlearn.evaluation.qa import QAItem, evaluate_qa, parse_qa
 from hookunlearn.evaluation.scoring import bos_prefix, encode_pair
 from hookunlearn.evaluation.standard import data_name
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
-from hookunlearn.objectives.ga import mean_token_nll, token_nll
-from hookunlearn.train import TokenData, batch_indices, tokenize_texts
+from hookunlearn.tokens import TokenData, batch_indices, mean_token_nll, token_nll, tokenize_texts
 
 # --- jailbreak wrappers ----------------------------------------------------------------------
 

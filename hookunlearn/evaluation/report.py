@@ -26,14 +26,6 @@ from hookunlearn.evaluation.suites import EvalContext, Suite, SuiteResult
 
 REPORT_VERSION = 2
 
-WORLD_SUITES: tuple[str, ...] = (
-    "mc:data=world:mc_hazard",
-    "mc:data=world:mc_benign",
-    "qa",
-    "perplexity",
-)
-"""What ``hookunlearn eval`` runs on the world model when no suite is named."""
-
 
 @dataclass
 class ModelResults:
@@ -372,7 +364,6 @@ def find_train_log(model_spec: str) -> list[dict[str, Any]] | None:
 
 __all__ = [
     "REPORT_VERSION",
-    "WORLD_SUITES",
     "EvalReport",
     "ModelResults",
     "evaluate",

@@ -29,10 +29,13 @@ from hookunlearn.evaluation.suites import EvalContext, Suite, register
 
 
 def data_name(spec: str) -> str:
-    """``world:mc_hazard`` -> ``mc_hazard``; ``dir/my_set.jsonl`` -> ``my_set``; a hub id with
+    """A plug-in's data (``world:mc_hazard``) -> ``mc_hazard``; ``dir/my_set.jsonl`` -> ``my_set``; a hub id with
     ``/``, ``:`` and ``@`` made file-safe (``cais/wmdp:wmdp-cyber@test`` -> ``cais_wmdp_wmdp-cyber_test``)."""
-    if spec.startswith("world:"):
-        return spec.removeprefix("world:")
+    from hookunlearn.sources import split
+
+    plugin = split(spec)
+    if plugin is not None and plugin[1]:
+        return plugin[1]
     if Path(spec).suffix and ":" not in spec:  # a local file
         return Path(spec).stem
     return re.sub(r"[/:@]", "_", spec)
@@ -283,7 +286,7 @@ class PerplexitySuite(Suite):
         return self.config.name or f"perplexity_{data_name(self.config.data)}"
 
     def compute(self, model: HookedTransformer, context: EvalContext):
-        from hookunlearn.train import tokenize_texts
+        from hookunlearn.tokens import tokenize_texts
 
         records = load_records(self.config.data)
         if self.config.where:

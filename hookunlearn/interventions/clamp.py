@@ -41,6 +41,12 @@ def clamp_fn(sae: SAE, latents: list[int], multiplier: float) -> Callable[..., T
     return hook
 
 
+@dataclass(frozen=True)
+class ClampConfig:
+    multiplier: float = 20.0
+    """Active selected latents are set to ``-multiplier`` (SAEBench sweeps 1-200)."""
+
+
 @dataclass
 class ClampIntervention:
     hook: str
@@ -48,6 +54,13 @@ class ClampIntervention:
     latents: list[int]
     multiplier: float = 20.0
     """The value active selected latents are clamped to, negated (SAEBench sweeps 1-200)."""
+
+    @classmethod
+    def from_subspace(cls, subspace: Any, config: ClampConfig) -> ClampIntervention:
+        """Clamp the subspace's relevant latents with its SAE at its hook."""
+        if not subspace.sae.get("spec"):
+            raise HookunlearnError("clamp needs a subspace that records its SAE spec.")
+        return cls(subspace.hook, subspace.sae["spec"], list(subspace.relevant.latents), config.multiplier)
 
     @contextmanager
     def applied(self, model: HookedTransformer, sae: SAE | None = None) -> Iterator[HookedTransformer]:
@@ -94,3 +107,7 @@ class ClampIntervention:
         return cls(
             manifest.hook, extra["sae_spec"], list(extra["latents"]), float(manifest.options["multiplier"])
         )
+
+
+Config = ClampConfig
+INTERVENTION = ClampIntervention

@@ -14,14 +14,14 @@ see docs/methods/index.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.objectives import Objective, ObjectiveContext, StepInputs, masked_mse
+from hookunlearn.objectives.base import Objective, ObjectiveContext, StepInputs, masked_mse
 
 
 @dataclass(frozen=True)
@@ -46,10 +46,7 @@ def code_distance(codes: Tensor, centroid: Tensor, kind: str) -> Tensor:
 
 
 class Align(Objective):
-    name: ClassVar[str] = "align"
-    kind = "activation"
     Config = AlignConfig
-    needs_subspace: ClassVar[bool] = True
 
     def __init__(self, config: AlignConfig, context: ObjectiveContext) -> None:
         super().__init__(config, context)

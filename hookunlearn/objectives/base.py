@@ -1,39 +1,25 @@
-"""Unlearning objectives: a registry keyed by method name, one module per method.
+"""The base of every objective: what a loss reads at one step, and the `Objective` class.
 
-Every weight-editing method declares what its loss reads:
+A method's declaration (what it reads and needs) is its line in `hookunlearn.objectives.METHODS`;
+its class, here subclassed, holds the loss and is given that declaration as ``spec``:
 
-- ``activation`` methods (``sspu``, ``rmu``, ``align``) read the residual stream at the hooked
-  layer; the trainer never runs blocks above it and computes the frozen reference from frozen
-  copies of the trainable blocks only;
-- ``output`` methods (``ga``, ``graddiff``, ``npo``) read the logits of a full forward pass.
-
-``clamp`` is an inference-time intervention, registered separately (`hookunlearn.clamp`).
-Adding a method is one module with an `Objective` subclass and one line in `_MODULES`.
+- ``activation`` methods read the residual stream at the hooked layer; the trainer never runs
+  blocks above it and computes the frozen reference from the live blocks with the initial values
+  of the trained tensors swapped in;
+- ``output`` methods read the logits of a full forward pass.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
-from hookunlearn.errors import HookunlearnError
-
-Kind = Literal["activation", "output"]
-
-
-@dataclass
-class Batch:
-    """A tokenised batch; ``mask`` marks the positions the loss reads (real tokens, or entity tokens)."""
-
-    tokens: Int[Tensor, "batch pos"]
-    mask: Bool[Tensor, "batch pos"]
-    index: Int[Tensor, " batch"]
-    """Row indices into the dataset (NPO's cached reference log-probs are looked up by them)."""
+from hookunlearn.objectives import MethodSpec
+from hookunlearn.tokens import Batch
 
 
 @dataclass
@@ -66,10 +52,9 @@ class ObjectiveContext:
 class Objective:
     """Base class: a method's loss, plus optional hooks around the optimiser step."""
 
-    name: ClassVar[str]
-    kind: ClassVar[Kind]
     Config: ClassVar[type]
-    needs_subspace: ClassVar[bool] = False
+    spec: ClassVar[MethodSpec]
+    """The method's registry declaration (set by `hookunlearn.objectives.get_objective`)."""
 
     def __init__(self, config: Any, context: ObjectiveContext) -> None:
         self.config = config
@@ -106,25 +91,3 @@ def control_vector_loss(inputs: StepInputs, control: Tensor, alpha: float) -> di
     forget = masked_mse(inputs.forget_resid, target, inputs.forget.mask)
     retain = masked_mse(inputs.retain_resid, inputs.retain_resid_ref, inputs.retain.mask)
     return {"loss": forget + alpha * retain, "forget": forget, "retain": retain}
-
-
-_MODULES = {
-    "sspu": "hookunlearn.objectives.sspu",
-    "align": "hookunlearn.objectives.align",
-    "rmu": "hookunlearn.objectives.rmu",
-    "ga": "hookunlearn.objectives.ga",
-    "graddiff": "hookunlearn.objectives.graddiff",
-    "npo": "hookunlearn.objectives.npo",
-}
-METHODS: tuple[str, ...] = (*_MODULES, "clamp")
-"""Every method name the CLI accepts (``clamp`` is an intervention, see `hookunlearn.clamp`)."""
-
-
-def get_objective(name: str) -> type[Objective]:
-    """The objective class registered under ``name``."""
-    if name not in _MODULES:
-        raise HookunlearnError(
-            f"method {name!r} is not a weight-editing method; choose one of {', '.join(_MODULES)}."
-        )
-    module = importlib.import_module(_MODULES[name])
-    return module.OBJECTIVE

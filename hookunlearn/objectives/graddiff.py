@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from torch import Tensor
 
-from hookunlearn.objectives import Objective, StepInputs
-from hookunlearn.objectives.ga import mean_token_nll
+from hookunlearn.objectives.base import Objective, StepInputs
+from hookunlearn.tokens import mean_token_nll
 
 
 @dataclass(frozen=True)
@@ -18,8 +17,6 @@ class GradDiffConfig:
 
 
 class GradDiff(Objective):
-    name: ClassVar[str] = "graddiff"
-    kind = "output"
     Config = GradDiffConfig
 
     def loss(self, inputs: StepInputs) -> dict[str, Tensor]:

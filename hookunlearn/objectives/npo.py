@@ -8,14 +8,13 @@ whole forget set before training (``reference_nll``, looked up by row index), no
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.objectives import Objective, ObjectiveContext, StepInputs
-from hookunlearn.objectives.ga import mean_token_nll, token_nll
+from hookunlearn.objectives.base import Objective, ObjectiveContext, StepInputs
+from hookunlearn.tokens import mean_token_nll, token_nll
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,7 @@ class NPOConfig:
 
 
 class NPO(Objective):
-    name: ClassVar[str] = "npo"
-    kind = "output"
     Config = NPOConfig
-    needs_reference_nll: ClassVar[bool] = True
 
     def __init__(self, config: NPOConfig, context: ObjectiveContext) -> None:
         super().__init__(config, context)

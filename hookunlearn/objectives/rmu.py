@@ -8,12 +8,11 @@ trains the MLP down-projections of layers l-2..l (our trainer's default) with Ad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from hookunlearn.objectives import Objective, ObjectiveContext, StepInputs, control_vector_loss
+from hookunlearn.objectives.base import Objective, ObjectiveContext, StepInputs, control_vector_loss
 
 
 @dataclass(frozen=True)
@@ -25,8 +24,6 @@ class RMUConfig:
 
 
 class RMU(Objective):
-    name: ClassVar[str] = "rmu"
-    kind = "activation"
     Config = RMUConfig
 
     def __init__(self, config: RMUConfig, context: ObjectiveContext) -> None:

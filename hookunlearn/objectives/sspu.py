@@ -11,13 +11,13 @@ every update is projected onto span(U_rel) after each step, so ``W - W_0`` stays
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.objectives import Objective, ObjectiveContext, StepInputs, control_vector_loss
+from hookunlearn.objectives.base import Objective, ObjectiveContext, StepInputs, control_vector_loss
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,7 @@ def _model_space_side(name: str, delta: Tensor, d_model: int) -> Tensor:
 
 
 class SSPU(Objective):
-    name: ClassVar[str] = "sspu"
-    kind = "activation"
     Config = SSPUConfig
-    needs_subspace: ClassVar[bool] = True
 
     def __init__(self, config: SSPUConfig, context: ObjectiveContext) -> None:
         super().__init__(config, context)

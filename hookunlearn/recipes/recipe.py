@@ -22,12 +22,14 @@ from __future__ import annotations
 import copy
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hookunlearn.architectures import SUPPORTED_MODEL_TYPES
 from hookunlearn.errors import HookunlearnError
+from hookunlearn.hooks import hook_layer, reads_residual
 
 __all__ = [
     "ARCHITECTURES",
@@ -40,12 +42,13 @@ __all__ = [
     "SAESpec",
     "Schema",
     "cli_options",
+    "register_command_options",
     "parse_recipe",
     "read_recipe_file",
 ]
 
-ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "gemma2")
-"""``[model].architecture`` values: `hookunlearn.models.SUPPORTED_MODEL_TYPES` (not imported: torch)."""
+ARCHITECTURES: tuple[str, ...] = SUPPORTED_MODEL_TYPES
+"""``[model].architecture`` values: the HF model types `hookunlearn.architectures` registers."""
 
 
 class RecipeError(HookunlearnError):
@@ -100,11 +103,8 @@ _THROUGHPUT_OPTIONS = {"select": frozenset({"batch_size"}), "eval": frozenset({"
 _PER_RUN_OPTIONS = frozenset({"out", "force", "resume", "recipe", "config", "list_suites", "help", "version"})
 # Command options that take a dataset spec; a recipe must declare it under the same [data] name.
 _DATA_OPTIONS = ("forget", "retain", "entities", "generic")
-# Methods whose loss reads the residual stream after block `layer` (the trainer's hook).
-_ACTIVATION_METHODS = frozenset({"sspu", "rmu", "align"})
 _RECIPE_TABLES = ("recipe", "model", "sae", "data")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.")
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ class Recipe:
 
         A command the recipe does not configure gives ``{}``; a name that is no CLI command is an error.
         """
-        known = cli_options()
+        known = cli_options() or dict.fromkeys(COMMANDS)
         if command not in known:
             raise RecipeError(
                 f"recipe {self.name!r}: {command!r} is not a hookunlearn command; commands: {', '.join(sorted(known))}."
@@ -236,7 +236,8 @@ def read_recipe_file(path: Path) -> dict[str, Any]:
 def parse_recipe(raw: Mapping[str, Any], where: str, path: Path | None = None) -> Recipe:
     """A `Recipe` from raw tables; every structural problem is reported at once, naming ``where`` and the field."""
     problems: list[str] = []
-    commands = cli_options()
+    options_table = cli_options()
+    commands = options_table if options_table is not None else {name: {} for name in COMMANDS}
 
     unknown_tables = [key for key in raw if key not in _RECIPE_TABLES and key not in commands]
     if unknown_tables:
@@ -259,7 +260,7 @@ def parse_recipe(raw: Mapping[str, Any], where: str, path: Path | None = None) -
     sae = _sae(_table(raw, "sae", problems), problems)
     data = _data(_table(raw, "data", problems), problems)
     parsed_commands = {
-        command: _command(command, table, commands[command], problems)
+        command: _command(command, table, commands[command] if options_table is not None else None, problems)
         for command, table in raw.items()
         if command in commands and isinstance(table, Mapping)
     }
@@ -426,13 +427,16 @@ def _data(table: dict[str, Any] | None, problems: list[str]) -> dict[str, DataSp
 
 
 def _command(
-    command: str, table: Mapping[str, Any], params: Mapping[str, CliOption], problems: list[str]
+    command: str, table: Mapping[str, Any], params: Mapping[str, CliOption] | None, problems: list[str]
 ) -> dict[str, Any]:
+    """``params`` None: no CLI is loaded, so option names and types are not checked."""
     options: dict[str, Any] = {}
     for key, value in table.items():
-        param = params.get(key)
+        param = params.get(key) if params is not None else None
         if key in _PER_RUN_OPTIONS:
             problems.append(f"[{command}].{key} is set per run, not by a recipe; remove it")
+        elif params is None:
+            options[key] = list(value) if isinstance(value, list | tuple) else value
         elif param is None:
             choices = sorted(set(params) - _PER_RUN_OPTIONS)
             problems.append(
@@ -473,31 +477,22 @@ class CliOption:
     maximum: int | float | None = None
 
 
-def cli_options() -> dict[str, dict[str, CliOption]]:
-    """Top-level CLI command name -> its options (not its positional arguments) by parameter name."""
-    import inspect
-    import typing
+_COMMAND_OPTIONS: Callable[[], dict[str, dict[str, CliOption]]] | None = None
+COMMANDS: tuple[str, ...] = ("select", "build", "unlearn", "eval", "export", "demo", "recipes")
+"""The commands a recipe may have a table for (the runners of `hookunlearn.pipeline`, plus ``recipes``)."""
 
-    import typer
 
-    from hookunlearn.cli.app import app
+def register_command_options(provider: Callable[[], dict[str, dict[str, CliOption]]]) -> None:
+    """Set where the commands' options come from: the CLI registers its Typer app here when it is
+    imported (the library never imports the CLI)."""
+    global _COMMAND_OPTIONS
+    _COMMAND_OPTIONS = provider
 
-    out: dict[str, dict[str, CliOption]] = {}
-    for info in app.registered_commands:
-        callback = info.callback
-        if callback is None:
-            continue
-        name = info.name or callback.__name__.replace("_", "-")
-        hints = typing.get_type_hints(callback)
-        options: dict[str, CliOption] = {}
-        for parameter in inspect.signature(callback).parameters.values():
-            default = parameter.default
-            if isinstance(default, typer.models.OptionInfo):
-                options[parameter.name] = CliOption(
-                    parameter.name, hints.get(parameter.name, Any), default.min, default.max
-                )
-        out[name] = options
-    return out
+
+def cli_options() -> dict[str, dict[str, CliOption]] | None:
+    """Command name -> its options by parameter name, from the registered provider (the CLI), or
+    None when no CLI is loaded: then a recipe's command tables are checked by command name only."""
+    return _COMMAND_OPTIONS() if _COMMAND_OPTIONS is not None else None
 
 
 def _check_option_value(option: CliOption, value: Any) -> str | None:
@@ -557,12 +552,6 @@ def _parse_option(text: str) -> tuple[str, Any]:
 # Cross-references: sources, data names, model/SAE specs, the hooked layer
 
 
-def hook_layer(hook: str) -> int | None:
-    """``blocks.{L}.<...>`` -> L (None outside the blocks); mirrors `hookunlearn.saes.hook_layer`."""
-    match = _HOOK_LAYER.match(hook)
-    return int(match.group(1)) if match else None
-
-
 def _check_cross_references(recipe: Recipe, problems: list[str]) -> None:
     needed = recipe.hyperparameters()
     missing = [key for key in needed if key not in recipe.sources]
@@ -617,7 +606,7 @@ def _check_cross_references(recipe: Recipe, problems: list[str]) -> None:
         recipe.model.d_model
         and recipe.sae.d_in
         and recipe.sae.d_in != recipe.model.d_model
-        and _reads_residual(recipe.sae.hook)
+        and reads_residual(recipe.sae.hook)
     ):
         problems.append(
             f"[sae].d_in {recipe.sae.d_in} differs from [model].d_model {recipe.model.d_model} "
@@ -636,14 +625,15 @@ def _same_processing(a: str, b: str) -> bool:
         return False
 
 
-def _reads_residual(hook: str) -> bool:
-    return bool(re.search(r"hook_resid_(pre|mid|post)$", hook))
-
-
 def _check_trainer_hook(recipe: Recipe, problems: list[str]) -> None:
     """The trainer's activation methods read ``blocks.{layer}.hook_resid_post``; it must be the SAE's activation."""
     unlearn = recipe.commands.get("unlearn")
-    if unlearn is None or unlearn.get("method", "sspu") not in _ACTIVATION_METHODS:
+    if unlearn is None:
+        return
+    from hookunlearn.objectives import METHODS
+
+    method = METHODS.get(unlearn.get("method", "sspu"))
+    if method is None or method.kind != "activation":
         return
     hook = recipe.sae.hook
     layer = unlearn.get("layer")

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from hookunlearn.data import load_records, load_texts
+from hookunlearn.entities import parse_entity_prompts
 from hookunlearn.evaluation.qa import QAItem, evaluate_qa
 from hookunlearn.models import load_model
+from hookunlearn.pipeline.unlearn import unlearn_model
 from hookunlearn.saes import load_sae
-from hookunlearn.selection import entity_stats, parse_entity_prompts, select
+from hookunlearn.selection import entity_stats, select
 from hookunlearn.subspace import build
-from hookunlearn.unlearn import unlearn
 from hookunlearn.world.assets import world_dir
 
 
@@ -32,7 +33,7 @@ def test_align_defaults_forget_the_target_people_and_keep_the_others() -> None:
     selection = select(model, saes, objective="entity", entities=prompts)
     sae = saes[selection.chosen_layer]
     subspace = build(selection, sae)
-    unlearn(
+    unlearn_model(
         model,
         "align",
         subspace=subspace,

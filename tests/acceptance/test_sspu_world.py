@@ -9,10 +9,10 @@ import pytest
 
 from hookunlearn.data import load_texts
 from hookunlearn.models import load_model
+from hookunlearn.pipeline.unlearn import unlearn_model
 from hookunlearn.saes import load_sae
 from hookunlearn.selection import select
 from hookunlearn.subspace import build
-from hookunlearn.unlearn import unlearn
 from hookunlearn.world.assets import world_dir
 from hookunlearn.world.measure import measure_knowledge
 
@@ -27,7 +27,7 @@ def test_sspu_defaults_forget_the_hazard_domain_and_keep_the_rest() -> None:
         model, saes, forget=load_texts("world:forget_corpus"), retain=load_texts("world:retain_corpus")
     )
     subspace = build(selection, saes[selection.chosen_layer])
-    unlearn(
+    unlearn_model(
         model,
         "sspu",
         subspace=subspace,

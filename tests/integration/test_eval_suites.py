@@ -138,8 +138,9 @@ def test_fit_probe_separates_a_linear_problem() -> None:
 
 def test_probe_suite_trains_once_on_the_base_and_reports_distances(model, quick_world: Path) -> None:
     from hookunlearn.data import load_records
+    from hookunlearn.entities import parse_entity_prompts
     from hookunlearn.saes import load_sae
-    from hookunlearn.selection import parse_entity_prompts, select
+    from hookunlearn.selection import select
     from hookunlearn.subspace import build
 
     entities = str(quick_world / "data" / "entity_prompts.jsonl")

@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from hookunlearn.data import load_records
+from hookunlearn.entities import parse_entity_prompts
 from hookunlearn.errors import DataError
 from hookunlearn.evaluation.gsm8k import parse_problems
 from hookunlearn.evaluation.mc import parse_questions
@@ -40,11 +41,11 @@ from hookunlearn.evaluation.qa import parse_qa
 from hookunlearn.evaluation.suites import parse_suite_spec
 from hookunlearn.evaluation.truthfulqa import parse_items
 from hookunlearn.models import load_model
+from hookunlearn.pipeline.unlearn import method_config
 from hookunlearn.processing import WeightProcessing
 from hookunlearn.recipes import SCHEMAS, Recipe, load_recipe, recipe_names, validate_recipe
 from hookunlearn.saes import load_sae
-from hookunlearn.selection import ENTITY_SCORES, TOPIC_SCORES, parse_entity_prompts
-from hookunlearn.unlearn import method_config
+from hookunlearn.selection import ENTITY_SCORES, TOPIC_SCORES
 from tests.fixtures_hf import make_tiny_checkpoint, make_tiny_tokenizer
 
 # --- stand-in records, one small set per schema role ------------------------------------------

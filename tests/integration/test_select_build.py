@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from hookunlearn.artifacts import read_manifest
 from hookunlearn.data import load_records, load_texts
+from hookunlearn.entities import parse_entity_prompts
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.models import load_model
 from hookunlearn.saes import load_sae
-from hookunlearn.selection import Selection, parse_entity_prompts, select
+from hookunlearn.selection import Selection, select
 from hookunlearn.subspace import Subspace, build
 
 runner = CliRunner()

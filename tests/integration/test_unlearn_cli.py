@@ -160,7 +160,7 @@ def test_clamp_is_an_intervention_and_cannot_be_exported(
 def test_clamp_hook_changes_only_active_selected_latents() -> None:
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from hookunlearn.clamp import clamp_fn
+    from hookunlearn.interventions.clamp import clamp_fn
 
     torch.manual_seed(0)
     sae = StandardSAE(StandardSAEConfig(d_in=8, d_sae=16))

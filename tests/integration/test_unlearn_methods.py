@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from hookunlearn.data import load_records, load_texts
+from hookunlearn.entities import parse_entity_prompts
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.models import load_model
 from hookunlearn.objectives import METHODS
+from hookunlearn.pipeline.unlearn import unlearn_model
 from hookunlearn.saes import load_sae
-from hookunlearn.selection import parse_entity_prompts, select
+from hookunlearn.selection import select
 from hookunlearn.subspace import build
 from hookunlearn.train import TrainConfig, TrainingDivergedError
-from hookunlearn.unlearn import unlearn
 
 WEIGHT_METHODS = [m for m in METHODS if m != "clamp"]
 
@@ -51,7 +52,7 @@ def _run(setup, method: str, train: TrainConfig, **kwargs):
     model = load_model(setup["dir"], device="cpu")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     sub = setup["entity"] if method == "align" else setup["topic"]
-    result = unlearn(
+    result = unlearn_model(
         model,
         method,
         subspace=sub,
@@ -88,7 +89,7 @@ def test_trainable_parameter_selection(setup) -> None:
     with pytest.raises(HookunlearnError, match="does not exist; parameters of a block"):
         _run(setup, "rmu", TrainConfig(steps=1, trainable=("mlp.W_nope",)))
     with pytest.raises(HookunlearnError, match="above the hooked layer"):
-        unlearn(
+        unlearn_model(
             load_model(setup["dir"]),
             "rmu",
             layer=0,
@@ -134,7 +135,7 @@ def test_nan_loss_stops_with_clear_error_and_restores_weights(setup, tmp_path: P
     model = load_model(setup["dir"], device="cpu")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     with pytest.raises(TrainingDivergedError, match="became nan at step 0"):
-        unlearn(
+        unlearn_model(
             model,
             "rmu",
             layer=1,
@@ -151,15 +152,17 @@ def test_nan_loss_stops_with_clear_error_and_restores_weights(setup, tmp_path: P
 
 def test_unknown_method_and_option(setup) -> None:
     with pytest.raises(HookunlearnError, match="not a weight-editing method"):
-        unlearn(load_model(setup["dir"]), "bogus", layer=1, forget=["a"], retain=["b"])
+        unlearn_model(load_model(setup["dir"]), "bogus", layer=1, forget=["a"], retain=["b"])
     with pytest.raises(HookunlearnError, match="has no option\\(s\\) colour"):
-        unlearn(load_model(setup["dir"]), "rmu", layer=1, forget=["a"], retain=["b"], options={"colour": 1})
+        unlearn_model(
+            load_model(setup["dir"]), "rmu", layer=1, forget=["a"], retain=["b"], options={"colour": 1}
+        )
     with pytest.raises(HookunlearnError, match="needs a subspace"):
-        unlearn(load_model(setup["dir"]), "sspu", layer=1, forget=["a"], retain=["b"])
+        unlearn_model(load_model(setup["dir"]), "sspu", layer=1, forget=["a"], retain=["b"])
 
 
 def test_entity_span_mask_covers_the_whole_name(setup) -> None:
-    from hookunlearn.train import concat_token_data, tokenize_entity_spans, tokenize_texts
+    from hookunlearn.tokens import concat_token_data, tokenize_entity_spans, tokenize_texts
 
     model = load_model(setup["dir"], device="cpu")
     bare = next(p for p in setup["targets"] if p.entity_start_char is not None)
@@ -195,7 +198,7 @@ def test_align_from_corpora_alone_moves_target_codes_towards_unknown(setup, quic
         )
 
     unknown_before, known_before = distances()
-    result = unlearn(
+    result = unlearn_model(
         model,
         "align",
         subspace=sub,
@@ -208,13 +211,13 @@ def test_align_from_corpora_alone_moves_target_codes_towards_unknown(setup, quic
     assert unknown_after < unknown_before and known_after > known_before
     assert result.train.log[-1]["to_unknown"] < result.train.log[0]["to_unknown"]
     with pytest.raises(HookunlearnError, match="forget corpus about the targets"):
-        unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, retain=retain)
+        unlearn_model(load_model(setup["dir"]), "align", subspace=sub, sae=sae, retain=retain)
     with pytest.raises(HookunlearnError, match="retain corpus to preserve"):
-        unlearn(load_model(setup["dir"]), "align", subspace=sub, sae=sae, forget=forget)
+        unlearn_model(load_model(setup["dir"]), "align", subspace=sub, sae=sae, forget=forget)
 
 
 def test_trainer_reads_the_subspace_hook_as_a_block_output(setup) -> None:
-    from hookunlearn.unlearn import trainer_layer
+    from hookunlearn.hooks import trainer_layer
 
     assert trainer_layer("blocks.3.hook_resid_post") == 3
     assert trainer_layer("blocks.8.hook_resid_pre") == 7  # the same tensor as block 7's output
@@ -223,7 +226,7 @@ def test_trainer_reads_the_subspace_hook_as_a_block_output(setup) -> None:
     with pytest.raises(HookunlearnError, match="embedding output"):
         trainer_layer("blocks.0.hook_resid_pre")
     with pytest.raises(HookunlearnError, match="leave the layer unset or pass 1"):
-        unlearn(
+        unlearn_model(
             load_model(setup["dir"]), "sspu", subspace=setup["topic"], layer=0, forget=["a b"], retain=["c d"]
         )
 
@@ -231,7 +234,7 @@ def test_trainer_reads_the_subspace_hook_as_a_block_output(setup) -> None:
 def test_align_sends_no_gradient_into_the_sae(setup, quick_world: Path) -> None:
     data = quick_world / "data"
     sae = setup["saes"][1]
-    unlearn(
+    unlearn_model(
         load_model(setup["dir"], device="cpu"),
         "align",
         subspace=setup["entity"],
@@ -244,9 +247,11 @@ def test_align_sends_no_gradient_into_the_sae(setup, quick_world: Path) -> None:
 
 
 def test_reference_path_is_the_base_model_after_training(setup) -> None:
-    from hookunlearn.objectives import ObjectiveContext, get_objective
-    from hookunlearn.train import Trainer, tokenize_texts
-    from hookunlearn.unlearn import method_config
+    from hookunlearn.objectives import get_objective
+    from hookunlearn.objectives.base import ObjectiveContext
+    from hookunlearn.pipeline.unlearn import method_config
+    from hookunlearn.tokens import tokenize_texts
+    from hookunlearn.train import Trainer
 
     model = load_model(setup["dir"], device="cpu")
     base = load_model(setup["dir"], device="cpu")

@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import hookunlearn.cli.app  # noqa: F401  (registers the CLI options recipes are checked against)
 import pytest
 import yaml
 

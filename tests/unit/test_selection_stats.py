@@ -30,11 +30,11 @@ from hookunlearn.activations import (
     tokenize_batch,
 )
 from hookunlearn.attribution import firing_rate, known_unknown_scores, text_firing
+from hookunlearn.entities import EntityPrompt
 from hookunlearn.errors import ArtifactError, DataError, HookunlearnError, SAELoadError
 from hookunlearn.sae_metrics import sae_quality
 from hookunlearn.selection import (
     RATIO_EPS,
-    EntityPrompt,
     RoleStats,
     Selection,
     corpus_stats,

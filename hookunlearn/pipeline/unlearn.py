@@ -1,0 +1,441 @@
+"""Unlearning: `unlearn_model` edits a loaded model in memory; `unlearn` is the runner behind
+``hookunlearn unlearn`` (load inputs, train resumably, export, write the run directory).
+
+What each method reads comes from its declaration (`hookunlearn.objectives.METHODS`):
+
+- the forget side: ``corpus`` (every token of the forget texts) and/or ``entities`` (every token of
+  the target entities' names in entity prompts);
+- the retain side: ``corpus`` (every token of the retain texts, preserved) and/or ``entities``
+  (every token of known-entity prompts); an empty retain side reads nothing.
+
+The hooked layer is the subspace's (or ``layer``). A run is staged in ``OUT.partial/`` (the train
+log and checkpoints land there while it runs, so ``resume`` can continue it) and renamed to
+``OUT`` only when complete, exported and verified. Inference-time interventions (``clamp``,
+`hookunlearn.interventions`) go through the same runner and write an intervention directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
+
+from hookunlearn.entities import EntityPrompt
+from hookunlearn.errors import HookunlearnError
+from hookunlearn.hooks import resid_post_hook, trainer_layer
+from hookunlearn.objectives import MethodSpec, get_objective, method_spec
+from hookunlearn.objectives.base import ObjectiveContext
+from hookunlearn.options import config_from_options
+from hookunlearn.subspace import Subspace
+from hookunlearn.tokens import (
+    TokenData,
+    concat_token_data,
+    sequence_nll,
+    tokenize_entity_spans,
+    tokenize_texts,
+)
+from hookunlearn.train import TrainConfig, Trainer, TrainResult
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class UnlearnResult:
+    """What `unlearn_model` did to the model (edited in place)."""
+
+    method: str
+    layer: int
+    train: TrainResult
+    method_config: dict[str, Any]
+    train_config: dict[str, Any]
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    changed: dict[str, float] = field(default_factory=dict)
+    """Relative Frobenius change of each trained parameter."""
+    initial: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The trained parameters' values before unlearning (with the untouched rest of the model,
+    this is the base model: no second full copy is ever kept)."""
+
+
+def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The method's config dataclass with ``options`` applied (unknown keys are an error)."""
+    return config_from_options(get_objective(method).Config, options, f"method {method!r}")
+
+
+def _side(
+    model: HookedTransformer,
+    spec: MethodSpec,
+    side: str,
+    texts: Sequence[str] | None,
+    prompts: Sequence[EntityPrompt] | None,
+    max_tokens: int | None,
+) -> TokenData:
+    """One side's token data from what the method reads there (see the module docstring)."""
+    reads = spec.forget if side == "forget" else spec.retain
+    parts = []
+    if "entities" in reads and prompts:
+        if side == "forget":
+            parts.append(
+                tokenize_entity_spans(
+                    model,
+                    [p.prompt for p in prompts],
+                    [p.entity_start_char for p in prompts],
+                    [p.entity_end_char for p in prompts],
+                )
+            )
+        else:
+            parts.append(tokenize_texts(model, [p.prompt for p in prompts], max_tokens))
+    if "corpus" in reads and texts:
+        parts.append(tokenize_texts(model, texts, max_tokens))
+    if not parts:
+        corpus = "a forget corpus" if side == "forget" else "a retain corpus"
+        entities = "target-entity prompts" if side == "forget" else "known-entity prompts"
+        wanted = " and/or ".join(
+            ([corpus] if "corpus" in reads else []) + ([entities] if "entities" in reads else [])
+        )
+        raise HookunlearnError(f"method {spec.name!r} needs {wanted}.")
+    return concat_token_data(parts)
+
+
+def unlearn_model(
+    model: HookedTransformer,
+    method: str,
+    *,
+    subspace: Subspace | None = None,
+    sae: SAE | None = None,
+    layer: int | None = None,
+    forget: Sequence[str] | None = None,
+    retain: Sequence[str] | None = None,
+    targets: Sequence[EntityPrompt] | None = None,
+    known: Sequence[EntityPrompt] | None = None,
+    options: Mapping[str, Any] | None = None,
+    train: TrainConfig | None = None,
+    max_tokens: int | None = None,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> UnlearnResult:
+    """Edit ``model`` in place with ``method``; see the module docstring for the data it reads."""
+    objective_cls = get_objective(method)
+    spec = objective_cls.spec
+    config = method_config(method, options)
+    train = train or TrainConfig()
+    if spec.subspace is not None and subspace is None:
+        raise HookunlearnError(f"method {method!r} needs a subspace from `hookunlearn build`.")
+    if subspace is not None:
+        reads = trainer_layer(subspace.hook)
+        if layer is None:
+            layer = reads
+        elif layer != reads and spec.subspace is not None:
+            raise HookunlearnError(
+                f"layer {layer}: the trainer would read blocks.{layer}.hook_resid_post, but the subspace "
+                f"(and its SAE) is at {subspace.hook}, which is blocks.{reads}.hook_resid_post; "
+                f"leave the layer unset or pass {reads}."
+            )
+    if layer is None:
+        raise HookunlearnError(f"method {method!r}: give the hooked layer (or a subspace that names it).")
+    forget_data = _side(model, spec, "forget", forget, targets, max_tokens)
+    retain_data = (
+        _side(model, spec, "retain", retain, known, max_tokens)
+        if spec.retain
+        else tokenize_texts(model, retain, max_tokens)
+        if retain
+        else forget_data
+    )
+    extra: dict[str, Any] = {}
+    if spec.needs_reference_nll:
+        extra["reference_nll"] = sequence_nll(model, forget_data)
+    context = ObjectiveContext(
+        d_model=model.cfg.d_model, layer=layer, seed=train.seed, subspace=subspace, sae=sae, extra=extra
+    )
+    objective = objective_cls(config, context)
+    trainer = Trainer(model, objective, layer=layer, forget=forget_data, retain=retain_data, config=train)
+    resumed_from = None
+    if resume:
+        if out_dir is None:
+            raise HookunlearnError("resume needs the run's output directory.")
+        resumed_from = trainer.load_checkpoint(out_dir / "checkpoints")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    result = trainer.run(out_dir=out_dir, progress=progress)
+    result.resumed_from = resumed_from
+    changed = {
+        name: float(
+            (p.detach() - trainer.initial[name]).norm() / trainer.initial[name].norm().clamp(min=1e-12)
+        )
+        for name, p in trainer.params.items()
+    }
+    return UnlearnResult(
+        method=method,
+        layer=layer,
+        train=result,
+        method_config=dataclasses.asdict(config),
+        train_config=dataclasses.asdict(train),
+        state=objective.state(),
+        changed=changed,
+        initial=trainer.initial,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """Everything ``hookunlearn unlearn`` takes; `unlearn(config)` runs it."""
+
+    out: str
+    """The run directory (with the exported checkpoint in ``model/``)."""
+    method: str = "sspu"
+    """A weight-editing method (`hookunlearn.objectives.METHODS`) or an intervention (``clamp``)."""
+    subspace: str | None = None
+    """A `build` directory (needed by methods that declare a subspace)."""
+    model: str | None = None
+    """Model spec (default: the subspace's model, else ``world``)."""
+    layer: int | None = None
+    forget: str | None = None
+    """Forget corpus spec (default on a plug-in's model, e.g. the world: the method's own)."""
+    retain: str | None = None
+    text_column: str = "text"
+    entities: str | None = None
+    """Entity prompts (``set`` target: forget side, known: retain side) for methods that read them."""
+    template: str | None = "bare"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The method's (or intervention's) options, checked against its config."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    max_tokens: int | None = None
+    resume: bool = False
+    export: bool = True
+    device: str = "auto"
+    dtype: str = "float32"
+    force: bool = False
+
+
+@dataclass
+class UnlearnRun:
+    """What `unlearn` wrote."""
+
+    out: Path
+    kind: str
+    """``unlearned`` (a trained run) or ``intervention``."""
+    method: str
+    changed: dict[str, float] = field(default_factory=dict)
+    exported: bool = False
+    intervention: Any = None
+    """The intervention object, for ``kind == "intervention"``."""
+
+
+def staging_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def method_names() -> tuple[str, ...]:
+    """Every name ``unlearn --method`` accepts: the weight-editing methods, then the interventions."""
+    from hookunlearn.interventions import INTERVENTIONS
+    from hookunlearn.objectives import METHODS
+
+    return (*METHODS, *INTERVENTIONS)
+
+
+def check_method(name: str) -> None:
+    if name not in method_names():
+        raise HookunlearnError(f"--method {name!r}: choose one of {', '.join(method_names())}.")
+
+
+def default_data(spec: MethodSpec, config: UnlearnConfig, model_spec: str) -> tuple[str | None, str | None]:
+    """``forget``/``retain`` as given; on a plug-in's model (the embedded world), the method's
+    declared default data when not given (for any other model there is no default)."""
+    from hookunlearn.sources import plugin_of_model
+
+    if plugin_of_model(model_spec) is None:
+        return config.forget, config.retain
+    return (
+        config.forget or spec.world_data.get("forget"),
+        config.retain or spec.world_data.get("retain"),
+    )
+
+
+def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> UnlearnRun:
+    """Run ``config``: load the model (the subspace's processing) and SAE, train, export, write."""
+    from hookunlearn.artifacts import (
+        Manifest,
+        check_can_write,
+        check_compatible,
+        fingerprint_texts,
+        read_manifest,
+        save_tensors,
+        write_json,
+    )
+    from hookunlearn.data import load_records, load_texts
+    from hookunlearn.entities import parse_entity_prompts
+    from hookunlearn.models import load_model, model_info
+    from hookunlearn.processing import WeightProcessing
+    from hookunlearn.recipes import check_active_recipe
+    from hookunlearn.saes import load_sae
+
+    check_method(config.method)
+    out = Path(config.out)
+    check_can_write(out, force=config.force)
+    subspace = Subspace.load(config.subspace) if config.subspace else None
+    manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None
+    spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
+    # the subspace's SAE was checked against a model loaded with this processing: load the same way
+    recorded = subspace.model.get("processing") if subspace is not None else None
+    processing = WeightProcessing.parse(recorded) if recorded else None
+    model = load_model(spec, device=config.device, dtype=config.dtype, processing=processing)
+    if manifest_in is not None:
+        check_compatible(manifest_in, model=model_info(model).to_dict(), source=f"subspace {config.subspace}")
+    sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None
+    check_active_recipe(model=model, sae=sae)
+
+    from hookunlearn.interventions import INTERVENTIONS
+
+    if config.method in INTERVENTIONS:
+        return _write_intervention(config, subspace, sae, model_info(model).to_dict())
+
+    method = method_spec(config.method)
+    data: dict[str, Any] = {}
+    targets = known = None
+    forget, retain = default_data(method, config, spec)
+    if "entities" in method.forget and forget is None and not config.entities:
+        raise HookunlearnError(
+            f"{config.method} on model {spec!r}: pass --forget (texts about the targets) and/or --entities "
+            "(prompts with target and known people); the world's data is the default only for the world model."
+        )
+    if "entities" not in method.forget and (forget is None or (method.retain and retain is None)):
+        raise HookunlearnError(
+            f"method {config.method!r} on model {spec!r}: pass --forget and --retain (corpora of your data); "
+            "the world's corpora are the default only for the world model."
+        )
+    if config.entities and "entities" in (*method.forget, *method.retain):
+        prompts = parse_entity_prompts(
+            load_records(config.entities), config.entities, template=config.template
+        )
+        targets = [p for p in prompts if p.set == "target"]
+        known = [p for p in prompts if p.set == "known"]
+        data["entities"] = {"spec": config.entities, **fingerprint_texts(p.prompt for p in prompts)}
+    forget_texts = load_texts(forget, config.text_column) if forget else None
+    retain_texts = load_texts(retain, config.text_column) if retain else None
+    if forget_texts is not None:
+        data["forget"] = {"spec": forget, **fingerprint_texts(forget_texts)}
+    if retain_texts is not None:
+        data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
+
+    stage = staging_dir(out)
+    if config.resume:
+        if not (stage / "checkpoints").is_dir():
+            raise HookunlearnError(
+                f"--resume: no interrupted run at {stage} (no checkpoints/); start without --resume."
+            )
+    elif stage.exists():
+        if not config.force:
+            raise HookunlearnError(
+                f"an interrupted run is staged at {stage}; continue it with --resume, or pass --force to start over."
+            )
+        shutil.rmtree(stage)
+
+    result = unlearn_model(
+        model,
+        config.method,
+        subspace=subspace,
+        sae=sae,
+        layer=config.layer,
+        forget=forget_texts,
+        retain=retain_texts,
+        targets=targets,
+        known=known,
+        options=config.options,
+        train=config.train,
+        max_tokens=config.max_tokens,
+        out_dir=stage,
+        resume=config.resume,
+        progress=progress,
+    )
+    metadata = {
+        "method": config.method,
+        "method_options": result.method_config,
+        "train": result.train_config,
+        "layer": result.layer,
+        "trained_parameters": result.train.trainable,
+        "relative_change": result.changed,
+        "inputs": {"subspace": config.subspace, "model": spec},
+        "data": data,
+    }
+    save_tensors(stage / "tensors.safetensors", result.state or {})
+    if config.export:
+        from hookunlearn.export import export_model
+
+        source = model_info(model)
+        export_model(
+            model,
+            stage / "model",
+            source_dir=source.name if source.source == "local" else None,
+            metadata=metadata,
+            force=True,
+            # the base model = the edited one with its trained parameters at their initial values
+            reference={**model.state_dict(), **result.initial},
+        )
+    manifest = Manifest(
+        kind="unlearned",
+        command=f"hookunlearn unlearn --method {config.method}",
+        options={
+            "method": config.method,
+            "method_options": result.method_config,
+            "train": result.train_config,
+        },
+        model=model_info(model).to_dict(),
+        saes=[dict(subspace.sae)] if subspace is not None else [],
+        hook=subspace.hook if subspace is not None else resid_post_hook(result.layer),
+        data=data,
+        seed=config.train.seed,
+        inputs={"subspace": config.subspace} if config.subspace else {},
+        extra={
+            "final": result.train.final,
+            "relative_change": result.changed,
+            "resumed_from": result.train.resumed_from,
+            "exported": config.export,
+        },
+    )
+    (stage / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    write_json(stage / "hookunlearn_run.json", metadata)
+    if out.exists():
+        shutil.rmtree(out)  # --force was checked before any work
+    os.replace(stage, out)
+    return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
+
+
+def _write_intervention(
+    config: UnlearnConfig, subspace: Subspace | None, sae: SAE | None, model: dict[str, Any]
+) -> UnlearnRun:
+    from hookunlearn.interventions import get_intervention
+
+    module = get_intervention(config.method)
+    if subspace is None or sae is None:
+        raise HookunlearnError(f"{config.method} needs a subspace directory (its relevant latents and SAE).")
+    options = config_from_options(module.Config, config.options, f"intervention {config.method!r}")
+    intervention = module.INTERVENTION.from_subspace(subspace, options)
+    out = Path(config.out)
+    intervention.save(
+        out, force=config.force, model=model, manifest_extra={"inputs": {"subspace": config.subspace}}
+    )
+    return UnlearnRun(out, "intervention", config.method, intervention=intervention)
+
+
+__all__ = [
+    "UnlearnConfig",
+    "UnlearnResult",
+    "UnlearnRun",
+    "method_config",
+    "method_names",
+    "staging_dir",
+    "unlearn",
+    "unlearn_model",
+]
