@@ -1,8 +1,11 @@
 """Export: a `HookedTransformer` back to an ordinary, verified ``transformers`` checkpoint.
 
-TransformerLens has no HookedTransformer -> Hugging Face conversion, so this module inverts its
+TransformerLens has no HookedTransformer -> Hugging Face conversion, so hookunlearn inverts its
 weight conversions (``transformer_lens/pretrained/weight_conversions/{gpt2,llama,mistral,qwen2,
-gemma}.py``) for GPT-2, Llama, Mistral, Qwen2 and Gemma-2::
+gemma}.py``) for GPT-2, Llama, Mistral, Qwen2 and Gemma-2. The per-family tensor converters and
+HF config builders live in `hookunlearn.architectures`; this module owns the rest: picking the
+architecture, the HF config (copied from the source checkpoint or built), writing, verifying
+and the change report::
 
     result = export_model(model, "runs/unlearned-model", metadata={"method": "sspu", "options": opts})
     result.max_logprob_diff   # measured on a probe batch after reloading with transformers
@@ -66,7 +69,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import einops
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
 from jaxtyping import Float, Int
@@ -78,16 +80,22 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
-    Gemma2Config,
     GenerationConfig,
-    GPT2Config,
-    LlamaConfig,
-    MistralConfig,
     PretrainedConfig,
     PreTrainedModel,
-    Qwen2Config,
 )
 
+from hookunlearn.architectures import HF_CLASSES, SUPPORTED_MODEL_TYPES, architecture_for_tl
+from hookunlearn.architectures.base import (
+    _BUFFER_SUFFIXES,
+    _LM_HEAD,
+    _ROUND_OFF_EPS,
+    Architecture,
+    _Converted,
+    _eps,
+    _max_abs,
+    _StateDict,
+)
 from hookunlearn.artifacts import check_can_write, library_versions, run_directory, write_json
 from hookunlearn.errors import HookunlearnError, ModelLoadError
 from hookunlearn.models import (
@@ -112,7 +120,7 @@ __all__ = [
     "read_export_info",
 ]
 
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "gemma2")
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = SUPPORTED_MODEL_TYPES
 """Architectures `export_model` can write (HF ``model_type`` values)."""
 
 EXPORT_INFO_NAME = "hookunlearn.json"
@@ -131,24 +139,6 @@ DEFAULT_PROBE_TEXTS: tuple[str, ...] = (
 
 SHARD_SIZE = "5GB"
 """Largest ``model-XXXXX-of-YYYYY.safetensors`` shard; smaller models get one ``model.safetensors``."""
-
-# HF architecture class of each exported model type, and TransformerLens's name for it.
-_HF_CLASSES: dict[str, str] = {
-    "gpt2": "GPT2LMHeadModel",
-    "llama": "LlamaForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "gemma2": "Gemma2ForCausalLM",
-}
-_ARCH_BY_TL_NAME = {hf_class: arch for arch, hf_class in _HF_CLASSES.items()}
-
-_EMBEDDING_NAMES = {"gpt2": "transformer.wte.weight"} | {
-    arch: "model.embed_tokens.weight" for arch in ("llama", "mistral", "qwen2", "gemma2")
-}
-_LM_HEAD = "lm_head.weight"
-
-# Non-parameter buffers of a HookedTransformer's state dict (recomputed from the config).
-_BUFFER_SUFFIXES = (".attn.mask", ".attn.IGNORE", ".attn.rotary_sin", ".attn.rotary_cos")
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -172,13 +162,6 @@ error on the probe batch (its log-probs in its dtype vs in float32): the export 
 further from the model than the model's own arithmetic is. What it has to absorb there is the
 rounding of re-derived tensors (Gemma's unscaled embedding, unfolded biases) to 8 or 11 bits.
 """
-
-# A tensor differing from its reference by at most this many machine epsilons (of the coarser
-# dtype, relative to max(1, max|reference|)) is reported as round-off, not as a change.
-_ROUND_OFF_EPS = 4.0
-# Qwen2's b_O -> v_proj.bias unfold must leave at most this many epsilons (relative to max|b_O|)
-# of least-squares residual; an exactly representable b_O leaves well under one.
-_UNFOLD_EPS = 4.0
 
 
 class ExportError(HookunlearnError):
@@ -268,303 +251,32 @@ def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# TransformerLens state dict -> HF tensors
+# TransformerLens state dict -> HF tensors (per architecture: hookunlearn.architectures)
 # ---------------------------------------------------------------------------------------------
 
 
-class _StateDict:
-    """Read access to a TransformerLens state dict that remembers which entries were used."""
-
-    def __init__(self, state_dict: Mapping[str, Tensor], label: str) -> None:
-        self._tensors = state_dict
-        self._used: set[str] = set()
-        self.label = label
-
-    def get(self, name: str) -> Tensor:
-        if name not in self._tensors:
-            raise ExportError(
-                f"{self.label}: the state dict has no '{name}', which this architecture needs; "
-                "the model does not match its config (was a component removed or renamed?)."
-            )
-        self._used.add(name)
-        return self._tensors[name].detach()
-
-    def maybe(self, name: str) -> Tensor | None:
-        tensor = self._tensors.get(name)
-        if tensor is None:
-            return None
-        self._used.add(name)
-        return tensor.detach()
-
-    def has(self, name: str) -> bool:
-        return name in self._tensors
-
-    def first(self, *names: str) -> Tensor:
-        """The first of ``names`` present (``_W_K`` for grouped-query models, else ``W_K``)."""
-        for name in names:
-            if name in self._tensors:
-                return self.get(name)
-        return self.get(names[-1])
-
-    def unused(self) -> list[str]:
-        return [
-            name for name in self._tensors if name not in self._used and not name.endswith(_BUFFER_SUFFIXES)
-        ]
-
-
-@dataclass
-class _Converted:
-    tensors: dict[str, Tensor]
-    notes: list[str]
-
-
-def _eps(dtype: torch.dtype) -> float:
-    return float(torch.finfo(dtype).eps)
-
-
-def _max_abs(tensor: Tensor) -> float:
-    return float(tensor.detach().abs().max()) if tensor.numel() else 0.0
-
-
-def _require_zero(sd: _StateDict, name: str, arch: str, why: str) -> None:
-    tensor = sd.get(name)
-    if torch.count_nonzero(tensor) > 0:
-        raise ExportError(
-            f"{sd.label}: '{name}' is non-zero (max |value| {_max_abs(tensor):.3g}), but {arch} "
-            f"has no {why}, so the exported checkpoint could not compute the same function. "
-            f"Keep '{name}' at zero (freeze it) when editing this model."
-        )
-
-
-def _layer_norm(sd: _StateDict, prefix: str, d_model: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """(weight, bias) of a LayerNorm; a folded one (no ``.w``/``.b`` in TL) is the identity."""
-    weight, bias = sd.maybe(f"{prefix}.w"), sd.maybe(f"{prefix}.b")
-    return (
-        weight if weight is not None else torch.ones(d_model, dtype=dtype),
-        bias if bias is not None else torch.zeros(d_model, dtype=dtype),
-    )
-
-
-def _rms_weight(weight: Tensor | None, d_model: int, dtype: torch.dtype, *, gemma: bool) -> Tensor:
-    """HF RMSNorm weight for a TL one (``None`` = folded): Gemma stores ``w - 1`` (it scales by ``1 + w``)."""
-    if weight is None:
-        return torch.zeros(d_model, dtype=dtype) if gemma else torch.ones(d_model, dtype=dtype)
-    return (weight.float() - 1.0).to(dtype) if gemma else weight
-
-
-def _constant_shift_only(b_U: Tensor) -> bool:
-    """Whether ``b_U`` is the same for every token (a shift that leaves log-probs unchanged)."""
-    spread = _max_abs(b_U.float() - b_U.float().mean())
-    return spread <= _ROUND_OFF_EPS * _eps(b_U.dtype) * max(1.0, _max_abs(b_U))
-
-
-def _carry_unembed_bias(
-    ln_weight: Float[Tensor, " d_model"],
-    ln_bias: Float[Tensor, " d_model"],
-    W_U: Float[Tensor, "d_model d_vocab"],
-    b_U: Float[Tensor, " d_vocab"],
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(ln_f weight, ln_f bias, W_U) for GPT-2 that compute ``ln(x) @ W_U + b_U`` without a ``b_U``.
-
-    A LayerNorm's normalised output ``n`` sums to zero, so with the norm's weight folded in,
-    ``W = diag(w) W_U``, ``b = ln_bias @ W_U + b_U`` and ``v = b - mean_rows(W)``:
-    ``(n + 1/d) @ (W + 1 v^T) = n @ W + mean_rows(W) + v = n @ W + b``. Exact for any ``b_U``.
-    """
-    d_model = W_U.shape[0]
-    folded = ln_weight.double()[:, None] * W_U.double()
-    bias = ln_bias.double() @ W_U.double() + b_U.double()
-    carried = folded + (bias - folded.mean(dim=0))[None, :]
-    dtype = W_U.dtype
-    return (
-        torch.ones(d_model, dtype=dtype),
-        torch.full((d_model,), 1.0 / d_model, dtype=dtype),
-        carried.to(dtype),
-    )
-
-
-def _unfold_output_bias(
-    b_O: Float[Tensor, " d_model"],
-    W_O: Float[Tensor, "n_heads d_head d_model"],
-    n_kv_heads: int,
-    label: str,
-) -> Float[Tensor, "n_kv_heads d_head"]:
-    """Value-bias change ``x`` with ``sum_h x[kv(h)] @ W_O[h] = b_O`` (least squares).
-
-    Attention patterns sum to 1, so a value bias adds the constant ``b_V @ W_O`` to the output:
-    this undoes ``fold_value_biases`` for a model whose HF attention has no output bias.
-    """
-    per_kv_head = einops.reduce(
-        W_O.detach().double().cpu(), "(kv group) h m -> (kv h) m", "sum", kv=n_kv_heads
-    )
-    target = b_O.detach().double().cpu()
-    solution = torch.linalg.lstsq(per_kv_head.T, target[:, None], driver="gelsd").solution[:, 0]
-    residual = per_kv_head.T @ solution - target
-    # The floor covers float64's own least-squares round-off (models are float32 or coarser).
-    allowed = _UNFOLD_EPS * max(_eps(b_O.dtype), 1e-10) * _max_abs(b_O)
-    if _max_abs(residual) > allowed:
-        raise ExportError(
-            f"{label}: the attention output bias b_O (max |value| {_max_abs(b_O):.3g}) cannot be "
-            "exported: Qwen2's o_proj has no bias, and b_O is not in the span of what the v_proj "
-            f"bias can produce through this layer's W_O (least-squares residual {_max_abs(residual):.3g}). "
-            "This happens when W_O is edited on a model loaded with fold_value_biases. Load the "
-            "model without fold_value_biases (e.g. processing='fold_ln,center_unembed') before "
-            "editing W_O, or keep b_O fixed at zero."
-        )
-    return einops.rearrange(solution, "(kv h) -> kv h", kv=n_kv_heads).to(b_O.dtype).to(b_O.device)
-
-
-def _gpt2_tensors(sd: _StateDict, cfg: HookedTransformerConfig) -> _Converted:
-    dtype, d_model = sd.get("embed.W_E").dtype, cfg.d_model
-    out: dict[str, Tensor] = {
-        "transformer.wte.weight": sd.get("embed.W_E"),
-        "transformer.wpe.weight": sd.get("pos_embed.W_pos"),
-    }
-    for layer in range(cfg.n_layers):
-        tl, hf = f"blocks.{layer}", f"transformer.h.{layer}"
-        out[f"{hf}.ln_1.weight"], out[f"{hf}.ln_1.bias"] = _layer_norm(sd, f"{tl}.ln1", d_model, dtype)
-        weights = [sd.get(f"{tl}.attn.W_{which}") for which in "QKV"]
-        biases = [sd.get(f"{tl}.attn.b_{which}") for which in "QKV"]
-        out[f"{hf}.attn.c_attn.weight"] = torch.cat(
-            [einops.rearrange(w, "n m h -> m (n h)") for w in weights], dim=1
-        )
-        out[f"{hf}.attn.c_attn.bias"] = torch.cat([einops.rearrange(b, "n h -> (n h)") for b in biases])
-        out[f"{hf}.attn.c_proj.weight"] = einops.rearrange(sd.get(f"{tl}.attn.W_O"), "n h m -> (n h) m")
-        out[f"{hf}.attn.c_proj.bias"] = sd.get(f"{tl}.attn.b_O")
-        out[f"{hf}.ln_2.weight"], out[f"{hf}.ln_2.bias"] = _layer_norm(sd, f"{tl}.ln2", d_model, dtype)
-        out[f"{hf}.mlp.c_fc.weight"] = sd.get(f"{tl}.mlp.W_in")
-        out[f"{hf}.mlp.c_fc.bias"] = sd.get(f"{tl}.mlp.b_in")
-        out[f"{hf}.mlp.c_proj.weight"] = sd.get(f"{tl}.mlp.W_out")
-        out[f"{hf}.mlp.c_proj.bias"] = sd.get(f"{tl}.mlp.b_out")
-    ln_f_weight, ln_f_bias = _layer_norm(sd, "ln_final", d_model, dtype)
-    W_U, b_U = sd.get("unembed.W_U"), sd.get("unembed.b_U")
-    notes: list[str] = []
-    if torch.count_nonzero(b_U) > 0:
-        ln_f_weight, ln_f_bias, W_U = _carry_unembed_bias(ln_f_weight, ln_f_bias, W_U, b_U)
-        notes.append(
-            "unembed.b_U is non-zero (fold_ln puts ln_final's bias there) and GPT-2's lm_head has no "
-            "bias: ln_final's weight is folded into lm_head and b_U carried exactly by ln_f.bias = "
-            "1/d_model and a rank-one term in lm_head (LayerNorm outputs sum to zero)"
-        )
-    out["transformer.ln_f.weight"], out["transformer.ln_f.bias"] = ln_f_weight, ln_f_bias
-    out[_LM_HEAD] = W_U.T
-    return _Converted(out, notes)
-
-
-def _gemma_embedding(
-    W_E: Float[Tensor, "d_vocab d_model"], W_U: Float[Tensor, "d_model d_vocab_out"], d_model: int
-) -> tuple[Tensor, bool]:
-    """Gemma's stored embedding (TL's ``W_E`` is pre-multiplied by ``sqrt(d_model)``).
-
-    Returns the embedding and whether it was recovered exactly from a tied, unedited ``W_U``.
-    """
-    scale = torch.tensor(d_model**0.5, dtype=torch.float32)  # as convert_gemma_weights and HF compute it
-    if W_U.shape[::-1] == W_E.shape:
-        candidate = W_U.T
-        if torch.equal((candidate.float() * scale.to(candidate.device)).to(W_E.dtype), W_E):
-            return candidate, True
-    return (W_E.float() / scale.to(W_E.device)).to(W_E.dtype), False
-
-
-def _llama_family_tensors(sd: _StateDict, cfg: HookedTransformerConfig, arch: str) -> _Converted:
-    """Llama, Mistral, Qwen2 and Gemma-2: rotary attention with (grouped) KV heads, gated MLP, RMSNorm."""
-    gemma, qwen2 = arch == "gemma2", arch == "qwen2"
-    W_E, W_U = sd.get("embed.W_E"), sd.get("unembed.W_U")
-    dtype, d_model = W_E.dtype, cfg.d_model
-    n_kv_heads = cfg.n_key_value_heads or cfg.n_heads
-    notes: list[str] = []
-
-    def norm(name: str, required: bool = False) -> Tensor:
-        weight = sd.get(name) if required else sd.maybe(name)
-        return _rms_weight(weight, d_model, dtype, gemma=gemma)
-
-    if gemma:
-        embedding, recovered = _gemma_embedding(W_E, W_U, d_model)
-        notes.append(
-            "embed.W_E divided by sqrt(d_model) (HF Gemma multiplies at run time)"
-            + ("; recovered bit-exactly from the tied W_U" if recovered else "")
-        )
-    else:
-        embedding = W_E
-    out: dict[str, Tensor] = {"model.embed_tokens.weight": embedding}
-    for layer in range(cfg.n_layers):
-        tl, hf = f"blocks.{layer}", f"model.layers.{layer}"
-        attn = f"{tl}.attn"
-        out[f"{hf}.input_layernorm.weight"] = norm(f"{tl}.ln1.w")
-        W_K = sd.first(f"{attn}._W_K", f"{attn}.W_K")
-        W_V = sd.first(f"{attn}._W_V", f"{attn}.W_V")
-        W_O = sd.get(f"{attn}.W_O")
-        out[f"{hf}.self_attn.q_proj.weight"] = einops.rearrange(sd.get(f"{attn}.W_Q"), "n m h -> (n h) m")
-        out[f"{hf}.self_attn.k_proj.weight"] = einops.rearrange(W_K, "n m h -> (n h) m")
-        out[f"{hf}.self_attn.v_proj.weight"] = einops.rearrange(W_V, "n m h -> (n h) m")
-        out[f"{hf}.self_attn.o_proj.weight"] = einops.rearrange(W_O, "n h m -> m (n h)")
-        b_K_name = f"{attn}._b_K" if sd.has(f"{attn}._b_K") else f"{attn}.b_K"
-        b_V_name = f"{attn}._b_V" if sd.has(f"{attn}._b_V") else f"{attn}.b_V"
-        if qwen2:
-            b_V, b_O = sd.get(b_V_name), sd.get(f"{attn}.b_O")
-            if torch.count_nonzero(b_O) > 0:
-                b_V = (b_V.double() + _unfold_output_bias(b_O, W_O, n_kv_heads, sd.label).double()).to(
-                    b_V.dtype
-                )
-                if not any("b_O" in note for note in notes):
-                    notes.append(
-                        "attn.b_O (folded value biases) moved back into v_proj.bias by least squares "
-                        "(Qwen2's o_proj has no bias)"
-                    )
-            out[f"{hf}.self_attn.q_proj.bias"] = einops.rearrange(sd.get(f"{attn}.b_Q"), "n h -> (n h)")
-            out[f"{hf}.self_attn.k_proj.bias"] = einops.rearrange(sd.get(b_K_name), "n h -> (n h)")
-            out[f"{hf}.self_attn.v_proj.bias"] = einops.rearrange(b_V, "n h -> (n h)")
-        else:
-            for name in (f"{attn}.b_Q", b_K_name, b_V_name):
-                _require_zero(sd, name, arch, "query/key/value biases")
-            _require_zero(sd, f"{attn}.b_O", arch, "attention output bias")
-        if gemma:
-            out[f"{hf}.post_attention_layernorm.weight"] = norm(f"{tl}.ln1_post.w", required=True)
-            out[f"{hf}.pre_feedforward_layernorm.weight"] = norm(f"{tl}.ln2.w")
-            out[f"{hf}.post_feedforward_layernorm.weight"] = norm(f"{tl}.ln2_post.w", required=True)
-        else:
-            out[f"{hf}.post_attention_layernorm.weight"] = norm(f"{tl}.ln2.w")
-        out[f"{hf}.mlp.gate_proj.weight"] = sd.get(f"{tl}.mlp.W_gate").T
-        out[f"{hf}.mlp.up_proj.weight"] = sd.get(f"{tl}.mlp.W_in").T
-        out[f"{hf}.mlp.down_proj.weight"] = sd.get(f"{tl}.mlp.W_out").T
-        _require_zero(sd, f"{tl}.mlp.b_in", arch, "MLP biases")
-        _require_zero(sd, f"{tl}.mlp.b_out", arch, "MLP biases")
-    out["model.norm.weight"] = norm("ln_final.w")
-    b_U = sd.get("unembed.b_U")
-    if torch.count_nonzero(b_U) > 0:
-        soft_capped = cfg.output_logits_soft_cap is not None and cfg.output_logits_soft_cap > 0
-        if soft_capped or not _constant_shift_only(b_U):
-            why = "and its logit soft cap makes even a constant b_U change the output" if soft_capped else ""
-            raise ExportError(
-                f"{sd.label}: 'unembed.b_U' is non-zero (max |value| {_max_abs(b_U):.3g}), but {arch}'s "
-                f"lm_head has no bias {why}. Keep b_U at zero (freeze it) when editing this model."
-            )
-        notes.append("unembed.b_U is a constant (a logit shift that leaves log-probs unchanged); dropped")
-    out[_LM_HEAD] = W_U.T
-    return _Converted(out, notes)
-
-
-def _architecture(model: HookedTransformer) -> str:
+def _architecture(model: HookedTransformer) -> Architecture:
     name = model.cfg.original_architecture
-    arch = _ARCH_BY_TL_NAME.get(name or "")
-    if arch is None:
+    architecture = architecture_for_tl(name)
+    if architecture is None:
         raise ExportError(
             f"model {model.cfg.model_name!r}: architecture {name!r} cannot be exported to a transformers "
             f"checkpoint. Supported: {', '.join(SUPPORTED_ARCHITECTURES)} "
-            f"({', '.join(_HF_CLASSES.values())})."
+            f"({', '.join(HF_CLASSES.values())})."
         )
-    return arch
+    return architecture
 
 
 def _convert(
-    state_dict: Mapping[str, Tensor], cfg: HookedTransformerConfig, arch: str, label: str
+    state_dict: Mapping[str, Tensor], cfg: HookedTransformerConfig, arch: Architecture, label: str
 ) -> _Converted:
     sd = _StateDict(state_dict, label)
-    converted = _gpt2_tensors(sd, cfg) if arch == "gpt2" else _llama_family_tensors(sd, cfg, arch)
+    converted = arch.hf_tensors(sd, cfg)
     unused = sd.unused()
     if unused:
         shown = ", ".join(unused[:6]) + (" ..." if len(unused) > 6 else "")
         raise ExportError(
-            f"{label}: {len(unused)} tensor(s) have no place in a {arch} checkpoint ({shown}). "
+            f"{label}: {len(unused)} tensor(s) have no place in a {arch.model_type} checkpoint ({shown}). "
             "Remove spliced-in modules (SAEs, adapters) before exporting."
         )
     dtype = state_dict["embed.W_E"].dtype
@@ -588,78 +300,6 @@ def hf_state_dict(model: HookedTransformer) -> dict[str, Tensor]:
 # ---------------------------------------------------------------------------------------------
 # The HF config
 # ---------------------------------------------------------------------------------------------
-
-
-def _special_token_ids(tokenizer: Any) -> dict[str, Any]:
-    if tokenizer is None:
-        return {}
-    return {
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-
-
-def _rope_parameters(cfg: HookedTransformerConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {"rope_type": "default", "rope_theta": float(cfg.rotary_base)}
-    if cfg.use_NTK_by_parts_rope:
-        params.update(
-            rope_type="llama3",
-            factor=float(cfg.NTK_by_parts_factor),
-            low_freq_factor=float(cfg.NTK_by_parts_low_freq_factor),
-            high_freq_factor=float(cfg.NTK_by_parts_high_freq_factor),
-            original_max_position_embeddings=int(cfg.NTK_original_ctx_len),
-        )
-    return params
-
-
-def _config_from_tl(cfg: HookedTransformerConfig, arch: str, tokenizer: Any) -> PretrainedConfig:
-    """An HF config for ``cfg`` when there is no source checkpoint to start from."""
-    special = _special_token_ids(tokenizer)
-    if arch == "gpt2":
-        gpt2 = GPT2Config(
-            vocab_size=cfg.d_vocab, n_positions=cfg.n_ctx, n_embd=cfg.d_model,
-            n_layer=cfg.n_layers, n_head=cfg.n_heads, n_inner=cfg.d_mlp, activation_function=cfg.act_fn,
-            layer_norm_epsilon=cfg.eps, scale_attn_weights=cfg.use_attn_scale,
-            scale_attn_by_inverse_layer_idx=cfg.scale_attn_by_inverse_layer_idx,
-            attn_pdrop=0.0, embd_pdrop=0.0, resid_pdrop=0.0, **special,
-        )  # fmt: skip
-        gpt2.n_ctx = cfg.n_ctx  # TransformerLens's own GPT-2 loader reads n_ctx (transformers 5 dropped it)
-        return gpt2
-    common: dict[str, Any] = {
-        "vocab_size": cfg.d_vocab,
-        "hidden_size": cfg.d_model,
-        "intermediate_size": cfg.d_mlp,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "num_key_value_heads": cfg.n_key_value_heads or cfg.n_heads,
-        "max_position_embeddings": cfg.n_ctx,
-        "rms_norm_eps": cfg.eps,
-        "rope_parameters": _rope_parameters(cfg),
-        **special,
-    }
-    window = cfg.window_size if cfg.use_local_attn else None
-    if arch == "llama":
-        return LlamaConfig(
-            **common, head_dim=cfg.d_head, hidden_act=cfg.act_fn, attention_bias=False, mlp_bias=False
-        )
-    if arch == "mistral":
-        return MistralConfig(**common, head_dim=cfg.d_head, hidden_act=cfg.act_fn, sliding_window=window)
-    if arch == "qwen2":
-        return Qwen2Config(**common, hidden_act=cfg.act_fn, use_sliding_window=False)
-    scalar = cfg.attn_scale**2  # TL divides scores by attn_scale; HF by sqrt(query_pre_attn_scalar)
-    query_pre_attn_scalar: Any = round(scalar) if abs(scalar - round(scalar)) < 1e-6 else scalar
-    attn_types = cfg.attn_types or ["global"] * cfg.n_layers
-    return Gemma2Config(
-        **common,
-        head_dim=cfg.d_head,
-        hidden_activation=cfg.act_fn,
-        query_pre_attn_scalar=query_pre_attn_scalar,
-        sliding_window=window,
-        layer_types=["sliding_attention" if kind == "local" else "full_attention" for kind in attn_types],
-        attn_logit_softcapping=cfg.attn_scores_soft_cap if cfg.attn_scores_soft_cap > 0 else None,
-        final_logit_softcapping=cfg.output_logits_soft_cap if cfg.output_logits_soft_cap > 0 else None,
-    )
 
 
 def _check_config_matches(config: PretrainedConfig, cfg: HookedTransformerConfig, label: str) -> None:
@@ -692,7 +332,7 @@ def _check_config_matches(config: PretrainedConfig, cfg: HookedTransformerConfig
 
 def _hf_config(
     model: HookedTransformer,
-    arch: str,
+    arch: Architecture,
     source_dir: Path | None,
     tokenizer: Any,
     dtype: torch.dtype,
@@ -704,20 +344,19 @@ def _hf_config(
             config = AutoConfig.from_pretrained(source_dir, local_files_only=True)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ExportError(f"{label}: could not be read ({exc}).") from exc
-        if config.model_type != arch:
+        if config.model_type != arch.model_type:
             raise ExportError(
-                f"{label}: model_type {config.model_type!r}, but the model is a {arch}. "
+                f"{label}: model_type {config.model_type!r}, but the model is a {arch.model_type}. "
                 "Pass the checkpoint the model was loaded from, or none."
             )
-        if arch == "gpt2" and getattr(config, "n_ctx", None) is None:
-            config.n_ctx = config.n_positions  # TransformerLens's own GPT-2 loader reads n_ctx
+        arch.adapt_source_config(config)
         origin = f"copied from {source_dir / 'config.json'}"
     else:
         label = "the config built from the model's TransformerLens config"
-        config = _config_from_tl(model.cfg, arch, tokenizer)
+        config = arch.hf_config(model.cfg, tokenizer)
         origin = "built from the model's TransformerLens config"
     _check_config_matches(config, model.cfg, label)
-    config.architectures = [_HF_CLASSES[arch]]
+    config.architectures = [arch.hf_class]
     config.tie_word_embeddings = tied
     config.dtype = dtype
     return config, origin
@@ -900,11 +539,11 @@ def _check_tokenizer(directory: Path, expected: Any, texts: Sequence[str], label
 # ---------------------------------------------------------------------------------------------
 
 
-def _with_lm_head(tensors: Mapping[str, Tensor], arch: str) -> dict[str, Tensor]:
+def _with_lm_head(tensors: Mapping[str, Tensor], arch: Architecture) -> dict[str, Tensor]:
     """``tensors`` with ``lm_head.weight`` present (a tied checkpoint stores only the embedding)."""
     full = dict(tensors)
-    if _LM_HEAD not in full and _EMBEDDING_NAMES[arch] in full:
-        full[_LM_HEAD] = full[_EMBEDDING_NAMES[arch]]
+    if _LM_HEAD not in full and arch.embedding_name in full:
+        full[_LM_HEAD] = full[arch.embedding_name]
     return full
 
 
@@ -923,7 +562,7 @@ def _read_safetensors(directory: Path) -> dict[str, Tensor] | None:
 def _reference_tensors(
     reference: Any,
     model: HookedTransformer,
-    arch: str,
+    arch: Architecture,
     source_dir: Path | None,
 ) -> tuple[dict[str, Tensor] | None, str | None]:
     """The reference tensors (HF names) for the change report, and a description of them."""
@@ -955,7 +594,7 @@ def _reference_tensors(
 
 
 def _tensor_changes(
-    exported: Mapping[str, Tensor], reference: Mapping[str, Tensor], arch: str
+    exported: Mapping[str, Tensor], reference: Mapping[str, Tensor], arch: Architecture
 ) -> tuple[list[TensorChange], list[str], list[str]]:
     """(changes above round-off, names differing only by round-off, names missing from the reference)."""
     exported, reference = _with_lm_head(exported, arch), _with_lm_head(reference, arch)
@@ -1058,7 +697,7 @@ def export_model(
     """
     out = check_can_write(out_dir, force=force)
     arch = _architecture(model)
-    label = f"export of model {model_info(model).spec!r} ({arch})"
+    label = f"export of model {model_info(model).spec!r} ({arch.model_type})"
     hooked = _hooked_points(model)
     if hooked:
         raise ExportError(
@@ -1080,7 +719,7 @@ def export_model(
 
     converted = _convert(model.state_dict(), model.cfg, arch, label)
     tensors, notes = converted.tensors, list(converted.notes)
-    tied = torch.equal(tensors[_LM_HEAD], tensors[_EMBEDDING_NAMES[arch]])
+    tied = torch.equal(tensors[_LM_HEAD], tensors[arch.embedding_name])
     if tied:
         tensors = {name: tensor for name, tensor in tensors.items() if name != _LM_HEAD}
     notes.append(f"tie_word_embeddings={tied} (lm_head {'equals' if tied else 'differs from'} the embedding)")
@@ -1115,7 +754,7 @@ def export_model(
                 )
         result = ExportResult(
             path=out,
-            architecture=arch,
+            architecture=arch.model_type,
             dtype=str(dtype).removeprefix("torch."),
             verified=verify,
             max_logprob_diff=max_diff,
@@ -1134,8 +773,8 @@ def export_model(
             # the effective configuration of the CLI command that exported it (empty for library calls)
             "run_config": current_run_config(),
             "export": {
-                "architecture": arch,
-                "hf_architecture": _HF_CLASSES[arch],
+                "architecture": arch.model_type,
+                "hf_architecture": arch.hf_class,
                 "dtype": result.dtype,
                 "weight_files": weight_files,
                 "config": config_origin,

@@ -15,6 +15,10 @@ steps use to refuse artifacts made for another model::
 
     model = load_model("checkpoints/tiny-llama", device="cpu", dtype="bf16", processing="none")
     model_info(model).config_fingerprint  # 16 hex chars, the same wherever the files live
+
+What each architecture needs (its HF config -> TransformerLens config, TransformerLens's weight
+conversion) lives in `hookunlearn.architectures`; this module owns specs, loading, devices and
+dtypes, fingerprints and processing records.
 """
 
 from __future__ import annotations
@@ -25,11 +29,10 @@ import gc
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -47,18 +50,12 @@ from transformer_lens.loading_from_pretrained import (
     OFFICIAL_MODEL_NAMES,
     make_model_alias_map,
 )
-from transformer_lens.pretrained.weight_conversions import (
-    convert_gemma_weights,
-    convert_gpt2_weights,
-    convert_llama_weights,
-    convert_mistral_weights,
-    convert_qwen2_weights,
-)
 from transformer_lens.supported_models import MODEL_ALIASES
-from transformer_lens.utilities.activation_functions import SUPPORTED_ACTIVATIONS
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from hookunlearn.architectures import SUPPORTED_MODEL_TYPES, get_architecture, model_type_for_tl
+from hookunlearn.architectures.base import _hf_get, _UnsupportedFeature
 from hookunlearn.errors import ModelLoadError
 from hookunlearn.processing import WeightProcessing
 
@@ -73,18 +70,6 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
 ]
-
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("gpt2", "llama", "mistral", "qwen2", "gemma2")
-"""HF ``model_type`` values a local checkpoint directory may have."""
-
-# HF architecture class (TransformerLens's ``original_architecture``) -> our short name.
-_ARCHITECTURE_SHORT_NAMES: dict[str, str] = {
-    "GPT2LMHeadModel": "gpt2",
-    "LlamaForCausalLM": "llama",
-    "MistralForCausalLM": "mistral",
-    "Qwen2ForCausalLM": "qwen2",
-    "Gemma2ForCausalLM": "gemma2",
-}
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -300,209 +285,8 @@ def effective_processing(
 
 
 # ---------------------------------------------------------------------------------------------
-# HF config -> HookedTransformerConfig, per architecture
+# HF config -> HookedTransformerConfig (per architecture: hookunlearn.architectures)
 # ---------------------------------------------------------------------------------------------
-
-
-class _UnsupportedFeature(Exception):
-    """A checkpoint uses a feature our conversion would get silently wrong (message says which)."""
-
-
-def _hf_get(hf: PretrainedConfig, name: str, default: Any = None) -> Any:
-    return getattr(hf, name, default)
-
-
-def _rope_fields(hf: PretrainedConfig) -> dict[str, Any]:
-    """Rotary base (+ Llama-3 NTK-by-parts scaling) from ``rope_parameters`` (transformers 5) or older fields."""
-    params = _hf_get(hf, "rope_parameters") or {}
-    scaling = _hf_get(hf, "rope_scaling") or {}
-    if params and all(isinstance(value, Mapping) for value in params.values()):
-        # Per-layer-type parameters ({"full_attention": {...}, "sliding_attention": {...}}).
-        full = params.get("full_attention") or next(iter(params.values()))
-        local = params.get("sliding_attention") or full
-        fields = _rope_fields_from(full, scaling, hf)
-        local_base = local.get("rope_theta")
-        if local_base is not None and local_base != fields["rotary_base"]:
-            fields["rotary_base_local"] = local_base
-        return fields
-    return _rope_fields_from(params, scaling, hf)
-
-
-def _rope_fields_from(
-    params: Mapping[str, Any], scaling: Mapping[str, Any], hf: PretrainedConfig
-) -> dict[str, Any]:
-    base = params.get("rope_theta", _hf_get(hf, "rope_theta", 10000.0))
-    rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    fields: dict[str, Any] = {"rotary_base": base}
-    if rope_type == "llama3":
-        source = params if "factor" in params else scaling
-        fields.update(
-            use_NTK_by_parts_rope=True,
-            NTK_original_ctx_len=source.get("original_max_position_embeddings", hf.max_position_embeddings),
-            NTK_by_parts_low_freq_factor=source.get("low_freq_factor", 1.0),
-            NTK_by_parts_high_freq_factor=source.get("high_freq_factor", 4.0),
-            NTK_by_parts_factor=source.get("factor", 1.0),
-        )
-    elif rope_type != "default":
-        raise _UnsupportedFeature(f"rotary scaling type {rope_type!r} (supported: default, llama3)")
-    partial = _hf_get(hf, "partial_rotary_factor")
-    if partial not in (None, 1, 1.0):
-        raise _UnsupportedFeature(f"partial_rotary_factor={partial} (only full rotary is supported)")
-    return fields
-
-
-def _attention_layout(hf: PretrainedConfig, n_layers: int) -> dict[str, Any]:
-    """Local (sliding-window) vs global attention per layer, from ``layer_types``/``sliding_window``."""
-    window = _hf_get(hf, "sliding_window")
-    layer_types = _hf_get(hf, "layer_types")
-    if layer_types:
-        unknown = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
-        if unknown:
-            raise _UnsupportedFeature(f"layer_types {unknown} (supported: full_attention, sliding_attention)")
-        attn_types = ["local" if kind == "sliding_attention" else "global" for kind in layer_types]
-    elif window:
-        attn_types = ["local"] * n_layers  # Mistral: every layer slides when sliding_window is set
-    else:
-        attn_types = ["global"] * n_layers
-    if "local" not in attn_types:
-        return {"use_local_attn": False}
-    if not isinstance(window, int) or window <= 0:
-        raise _UnsupportedFeature(f"sliding-window layers with sliding_window={window!r}")
-    return {"use_local_attn": True, "window_size": window, "attn_types": attn_types}
-
-
-def _activation(name: str | None) -> str:
-    if name not in SUPPORTED_ACTIVATIONS:
-        raise _UnsupportedFeature(
-            f"activation {name!r} (TransformerLens supports: {', '.join(sorted(SUPPORTED_ACTIVATIONS))})"
-        )
-    return name
-
-
-def _head_dim(hf: PretrainedConfig) -> int:
-    return _hf_get(hf, "head_dim") or hf.hidden_size // hf.num_attention_heads
-
-
-def _refuse_if(condition: bool, feature: str) -> None:
-    if condition:
-        raise _UnsupportedFeature(feature)
-
-
-def _gpt2_config(hf: PretrainedConfig) -> dict[str, Any]:
-    _refuse_if(bool(_hf_get(hf, "add_cross_attention")), "add_cross_attention=True")
-    return {
-        "d_model": hf.n_embd,
-        "d_head": hf.n_embd // hf.n_head,
-        "n_heads": hf.n_head,
-        "d_mlp": _hf_get(hf, "n_inner") or 4 * hf.n_embd,
-        "n_layers": hf.n_layer,
-        # transformers 5's GPT2Config has no n_ctx; n_positions is the size of wpe.
-        "n_ctx": _hf_get(hf, "n_ctx") or hf.n_positions,
-        "eps": hf.layer_norm_epsilon,
-        "d_vocab": hf.vocab_size,
-        "act_fn": _activation(hf.activation_function),
-        "use_attn_scale": _hf_get(hf, "scale_attn_weights", True),
-        "use_local_attn": False,
-        "scale_attn_by_inverse_layer_idx": bool(_hf_get(hf, "scale_attn_by_inverse_layer_idx", False)),
-        "normalization_type": "LN",
-        "positional_embedding_type": "standard",
-        "original_architecture": "GPT2LMHeadModel",
-    }
-
-
-def _llama_like_config(hf: PretrainedConfig) -> dict[str, Any]:
-    """Fields shared by Llama, Mistral and Qwen2: RMSNorm, rotary, gated MLP, GQA."""
-    d_head = _head_dim(hf)
-    return {
-        "d_model": hf.hidden_size,
-        "d_head": d_head,
-        "n_heads": hf.num_attention_heads,
-        "n_key_value_heads": _hf_get(hf, "num_key_value_heads") or hf.num_attention_heads,
-        "d_mlp": hf.intermediate_size,
-        "n_layers": hf.num_hidden_layers,
-        "n_ctx": hf.max_position_embeddings,
-        "eps": hf.rms_norm_eps,
-        "d_vocab": hf.vocab_size,
-        "act_fn": _activation(_hf_get(hf, "hidden_act")),
-        "normalization_type": "RMS",
-        "positional_embedding_type": "rotary",
-        "rotary_adjacent_pairs": False,
-        "rotary_dim": d_head,
-        "final_rms": True,
-        "gated_mlp": True,
-        **_rope_fields(hf),
-        **_attention_layout(hf, hf.num_hidden_layers),
-    }
-
-
-def _llama_config(hf: PretrainedConfig) -> dict[str, Any]:
-    # convert_llama_weights reads no biases: a checkpoint with them would load silently wrong.
-    _refuse_if(bool(_hf_get(hf, "attention_bias")), "attention_bias=True")
-    _refuse_if(bool(_hf_get(hf, "mlp_bias")), "mlp_bias=True")
-    cfg = _llama_like_config(hf)
-    if cfg["n_key_value_heads"] == cfg["n_heads"]:
-        cfg["n_key_value_heads"] = None  # convert_llama_weights uses GQA key names only when set
-    return {**cfg, "original_architecture": "LlamaForCausalLM"}
-
-
-def _mistral_config(hf: PretrainedConfig) -> dict[str, Any]:
-    return {**_llama_like_config(hf), "original_architecture": "MistralForCausalLM"}
-
-
-def _qwen2_config(hf: PretrainedConfig) -> dict[str, Any]:
-    return {
-        **_llama_like_config(hf),
-        "original_architecture": "Qwen2ForCausalLM",
-        # As TransformerLens does for Qwen2: its tokenizer adds no BOS, and the model was not trained with one.
-        "default_prepend_bos": False,
-    }
-
-
-def _gemma2_config(hf: PretrainedConfig) -> dict[str, Any]:
-    _refuse_if(bool(_hf_get(hf, "attention_bias")), "attention_bias=True")
-    d_head = _head_dim(hf)
-    scalar = _hf_get(hf, "query_pre_attn_scalar") or d_head
-    attn_cap = _hf_get(hf, "attn_logit_softcapping")
-    logit_cap = _hf_get(hf, "final_logit_softcapping")
-    return {
-        "d_model": hf.hidden_size,
-        "d_head": d_head,
-        "n_heads": hf.num_attention_heads,
-        "n_key_value_heads": _hf_get(hf, "num_key_value_heads") or hf.num_attention_heads,
-        "d_mlp": hf.intermediate_size,
-        "n_layers": hf.num_hidden_layers,
-        "n_ctx": hf.max_position_embeddings,
-        "eps": hf.rms_norm_eps,
-        "d_vocab": hf.vocab_size,
-        "act_fn": _activation(_hf_get(hf, "hidden_activation") or _hf_get(hf, "hidden_act")),
-        "normalization_type": "RMS",
-        "positional_embedding_type": "rotary",
-        "rotary_adjacent_pairs": False,
-        "rotary_dim": d_head,
-        "use_attn_scale": True,
-        # HF scales scores by query_pre_attn_scalar ** -0.5; TL divides by attn_scale.
-        "attn_scale": math.sqrt(scalar),
-        "attn_scores_soft_cap": float(attn_cap) if attn_cap else -1.0,
-        "output_logits_soft_cap": float(logit_cap) if logit_cap else -1.0,
-        "use_normalization_before_and_after": True,
-        "final_rms": True,
-        "gated_mlp": True,
-        "original_architecture": "Gemma2ForCausalLM",
-        **_rope_fields(hf),
-        **_attention_layout(hf, hf.num_hidden_layers),
-    }
-
-
-# model_type -> (HF config -> HookedTransformerConfig fields, HF model -> TL state dict).
-_ARCHITECTURES: dict[
-    str, tuple[Callable[[PretrainedConfig], dict[str, Any]], Callable[..., dict[str, torch.Tensor]]]
-] = {
-    "gpt2": (_gpt2_config, convert_gpt2_weights),
-    "llama": (_llama_config, convert_llama_weights),
-    "mistral": (_mistral_config, convert_mistral_weights),
-    "qwen2": (_qwen2_config, convert_qwen2_weights),
-    "gemma2": (_gemma2_config, convert_gemma_weights),
-}
 
 
 def hooked_config_from_hf(
@@ -529,14 +313,13 @@ def _hooked_config(
     label: str,
 ) -> HookedTransformerConfig:
     model_type = _hf_get(hf_config, "model_type")
-    if model_type not in _ARCHITECTURES:
+    if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelLoadError(
             f"{label}: model_type {model_type!r} is not supported; "
             f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}."
         )
-    build_fields, _ = _ARCHITECTURES[model_type]
     try:
-        fields = build_fields(hf_config)
+        fields = get_architecture(model_type).tl_config(hf_config)
     except _UnsupportedFeature as exc:
         raise ModelLoadError(
             f"{label} ({model_type}): its config uses {exc}, which this loader cannot convert "
@@ -629,15 +412,12 @@ def load_model(
         model = _load_official(spec_text, official, torch_device, torch_dtype, requested, trust_remote_code)
         source, name = "official", official
         hf_model_type = None
-    architecture = _ARCHITECTURE_SHORT_NAMES.get(
-        model.cfg.original_architecture or "", model.cfg.original_architecture
-    )
     model.hookunlearn_info = ModelInfo(
         spec=spec_text,
         name=name,
         source=source,
-        architecture=architecture or "custom",
-        hf_model_type=hf_model_type or _ARCHITECTURE_SHORT_NAMES.get(model.cfg.original_architecture or ""),
+        architecture=_architecture_name(model.cfg),
+        hf_model_type=hf_model_type or model_type_for_tl(model.cfg.original_architecture),
         processing=effective_processing(model.cfg, requested),
         requested_processing=requested,
         device=str(_parameter_device(model)),
@@ -670,9 +450,8 @@ def _load_local(
     effective = effective_processing(cfg, requested)
     tokenizer = _load_tokenizer(path, trust_remote_code)
     hf_model = _load_hf_weights(path, hf_config, trust_remote_code)
-    _, convert_weights = _ARCHITECTURES[model_type]
     with torch.no_grad():
-        state_dict = convert_weights(hf_model, cfg)
+        state_dict = get_architecture(model_type).tl_weights(hf_model, cfg)
     del hf_model
     with quiet_libraries():
         model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
@@ -911,9 +690,8 @@ def model_info(model: HookedTransformer) -> ModelInfo:
         spec=cfg.model_name,
         name=cfg.model_name,
         source="in-memory",
-        architecture=_ARCHITECTURE_SHORT_NAMES.get(cfg.original_architecture or "", cfg.original_architecture)
-        or "custom",
-        hf_model_type=_ARCHITECTURE_SHORT_NAMES.get(cfg.original_architecture or ""),
+        architecture=_architecture_name(cfg),
+        hf_model_type=model_type_for_tl(cfg.original_architecture),
         processing=processing,
         requested_processing=processing,
         device=device,
@@ -922,6 +700,11 @@ def model_info(model: HookedTransformer) -> ModelInfo:
         n_layers=cfg.n_layers,
         d_model=cfg.d_model,
     )
+
+
+def _architecture_name(cfg: HookedTransformerConfig) -> str:
+    """`ModelInfo.architecture`: the ``model_type``, else TransformerLens's architecture name, else ``custom``."""
+    return model_type_for_tl(cfg.original_architecture) or cfg.original_architecture or "custom"
 
 
 def _is_centered(tensor: torch.Tensor, dim: int) -> bool:

@@ -16,6 +16,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer
 
 from hookunlearn import export as export_module
+from hookunlearn.architectures.gpt2 import _carry_unembed_bias
+from hookunlearn.architectures.llama import _unfold_output_bias
 from hookunlearn.errors import ArtifactError, HookunlearnError
 from hookunlearn.export import (
     SUPPORTED_ARCHITECTURES,
@@ -56,7 +58,7 @@ def test_unembedding_bias_is_carried_exactly_by_a_layernorm() -> None:
     b_U = torch.randn(d_vocab, generator=generator, dtype=torch.float64)
     ln_weight = 1 + 0.2 * torch.randn(d_model, generator=generator, dtype=torch.float64)
     ln_bias = torch.randn(d_model, generator=generator, dtype=torch.float64)
-    weight, bias, carried = export_module._carry_unembed_bias(ln_weight, ln_bias, W_U, b_U)
+    weight, bias, carried = _carry_unembed_bias(ln_weight, ln_bias, W_U, b_U)
     normalised = torch.randn(5, d_model, generator=generator, dtype=torch.float64)
     normalised = normalised - normalised.mean(dim=-1, keepdim=True)
     expected = (ln_weight * normalised + ln_bias) @ W_U + b_U
@@ -71,13 +73,11 @@ def test_output_bias_unfolds_into_value_biases_when_representable() -> None:
     W_O = torch.randn(n_heads, d_head, d_model, generator=generator, dtype=torch.float64)
     b_V = torch.randn(n_kv, d_head, generator=generator, dtype=torch.float64)
     folded = (b_V.repeat_interleave(n_heads // n_kv, dim=0)[:, :, None] * W_O).sum((0, 1))
-    unfolded = export_module._unfold_output_bias(folded, W_O, n_kv, "test")
+    unfolded = _unfold_output_bias(folded, W_O, n_kv, "test")
     refolded = (unfolded.repeat_interleave(n_heads // n_kv, dim=0)[:, :, None] * W_O).sum((0, 1))
     torch.testing.assert_close(refolded, folded, rtol=0, atol=1e-10)
     with pytest.raises(ExportError, match="fold_value_biases"):
-        export_module._unfold_output_bias(
-            torch.randn(d_model, generator=generator, dtype=torch.float64), W_O, n_kv, "test"
-        )
+        _unfold_output_bias(torch.randn(d_model, generator=generator, dtype=torch.float64), W_O, n_kv, "test")
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
