@@ -142,7 +142,9 @@ def select(
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        from hookunlearn.pipeline.select import SelectConfig
+        from hookunlearn.pipeline.select import SelectConfig, check_objective
+
+        check_objective(objective)
         from hookunlearn.pipeline.select import select as run_select
 
         config = SelectConfig(

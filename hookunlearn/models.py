@@ -56,7 +56,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from hookunlearn.architectures import SUPPORTED_MODEL_TYPES, get_architecture, model_type_for_tl
 from hookunlearn.architectures.base import _hf_get, _UnsupportedFeature
-from hookunlearn.errors import ModelLoadError
+from hookunlearn.errors import HookunlearnError, ModelLoadError
 from hookunlearn.processing import WeightProcessing
 
 __all__ = [
@@ -357,8 +357,6 @@ def quiet_libraries() -> Iterator[None]:
             transformers.utils.logging.enable_progress_bar()
 
 
-WORLD_SPEC = "world"
-"""The model spec of the embedded world's model (the default of every command)."""
 
 
 def load_model(
@@ -398,10 +396,14 @@ def load_model(
     torch_dtype = resolve_dtype(dtype)
     requested = WeightProcessing.parse(processing)
     path = Path(spec_text).expanduser()
-    if spec_text == WORLD_SPEC and not path.exists():
-        from hookunlearn.world.assets import world_model_dir
+    from hookunlearn.sources import resolve
 
-        path = world_model_dir()
+    try:
+        plugin_path = resolve(spec_text, "model")
+    except HookunlearnError as exc:
+        raise ModelLoadError(f"model spec {spec_text!r}: {exc}") from exc
+    if plugin_path is not None:
+        path = plugin_path
     if path.is_dir():
         model, hf_model_type = _load_local(path, torch_device, torch_dtype, requested, trust_remote_code)
         source, name = "local", str(path.resolve())

@@ -267,6 +267,43 @@ QUICKSTART = [
     ),
     md(
         """
+        ## 6. The same flow as the CLI: the runners
+
+        Each CLI command is one runner of `hookunlearn.pipeline` with a frozen config: it resolves
+        its inputs, runs, writes the run directory the next command reads, and returns a typed
+        result. This is what `hookunlearn select / build / unlearn / eval` do, from Python
+        (`docs/architecture.md`); `unlearn` also exports and verifies a `transformers` checkpoint.
+        """
+    ),
+    code(
+        """
+        import tempfile
+        from pathlib import Path
+
+        from hookunlearn.pipeline import BuildConfig, EvalConfig, SelectConfig, UnlearnConfig
+        from hookunlearn.pipeline import build as build_run
+        from hookunlearn.pipeline import evaluate as evaluate_run
+        from hookunlearn.pipeline import select as select_run
+        from hookunlearn.pipeline import unlearn as unlearn_run
+        from hookunlearn.train import TrainConfig
+
+        runs = Path(tempfile.mkdtemp())
+        chosen = select_run(SelectConfig(out=str(runs / "sel"), device="cpu")).selection.chosen_layer
+        build_run(BuildConfig(selection=str(runs / "sel"), k=k, out=str(runs / "sub")))
+        run = unlearn_run(
+            UnlearnConfig(out=str(runs / "run"), method="sspu", subspace=str(runs / "sub"),
+                          train=TrainConfig(steps=STEPS), device="cpu")
+        )
+        evaluated = evaluate_run(
+            EvalConfig(model=str(run.out / "model"), baseline="world", suites=("mc:data=world:mc_hazard",), device="cpu")
+        )
+        print(f"layer {chosen}; {run.out}: {sorted(p.name for p in run.out.iterdir())}")
+        for row in evaluated.report.rows():
+            print(row)
+        """
+    ),
+    md(
+        """
         On the shipped world at 300 steps (measured, README): hazard MC 98.5% -> 32.0%, benign MC
         100% -> 100%, QA recall of retain people 98.9% -> 97.7%. On a tiny test world with a few
         steps the numbers mean nothing.

@@ -372,7 +372,7 @@ def relearn(
         steps, lr, batch_size: optimiser steps, learning rate and rows per step. The defaults
             suit the 1M-parameter world model (see `RelearnConfig.lr`); for a 7B model use
             ``lr`` around 1e-5.
-        seed: the batch order (a seeded permutation per epoch, `hookunlearn.train.batch_indices`).
+        seed: the batch order (a seeded permutation per epoch, `hookunlearn.tokens.batch_indices`).
         prompts: the start of each text that the loss skips (it reads only the rest, e.g. the
             answer after a question); None: every token after BOS counts.
         trainable: substrings of the parameter names to train (``mlp.W_out``, ``blocks.3.``);

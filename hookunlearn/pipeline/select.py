@@ -49,6 +49,11 @@ class SelectResult:
     out: Path | None
 
 
+def check_objective(objective: str) -> None:
+    if objective not in ("topic", "entity"):
+        raise HookunlearnError(f"--objective {objective!r}: choose 'topic' or 'entity'.")
+
+
 def candidate_saes(config: SelectConfig) -> list[str]:
     """The SAE specs to score: ``config.saes``, else the model's plug-in's (all, or ``layers``)."""
     from hookunlearn.sources import defaults
@@ -75,8 +80,7 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
 
     if config.out is not None:
         check_can_write(config.out, force=config.force)
-    if config.objective not in ("topic", "entity"):
-        raise HookunlearnError(f"--objective {config.objective!r}: choose 'topic' or 'entity'.")
+    check_objective(config.objective)
     loaded = load_model(config.model, device=config.device, dtype=config.dtype, processing=config.processing)
     sae_specs = candidate_saes(config)
     saes = [load_sae(spec, loaded) for spec in sae_specs]

@@ -462,8 +462,9 @@ def _command(
 
 
 # ---------------------------------------------------------------------------------------------
-# The CLI's options, read from the Typer app's command functions (`hookunlearn.cli.app` imports
-# no torch). Signatures rather than click objects: Typer 0.29 builds its own parameter classes.
+# The CLI's options: the CLI registers a provider when it is imported (`register_command_options`,
+# read from its Typer app by `hookunlearn.cli.config.command_option_table`); the library never
+# imports the CLI.
 
 
 @dataclass(frozen=True)
@@ -630,9 +631,16 @@ def _check_trainer_hook(recipe: Recipe, problems: list[str]) -> None:
     unlearn = recipe.commands.get("unlearn")
     if unlearn is None:
         return
+    from hookunlearn.interventions import INTERVENTIONS
     from hookunlearn.objectives import METHODS
 
-    method = METHODS.get(unlearn.get("method", "sspu"))
+    name = unlearn.get("method", "sspu")
+    method = METHODS.get(name)
+    if method is None and name not in INTERVENTIONS:
+        problems.append(
+            f"[unlearn].method {name!r} is not registered; methods: {', '.join((*METHODS, *INTERVENTIONS))}"
+        )
+        return
     if method is None or method.kind != "activation":
         return
     hook = recipe.sae.hook

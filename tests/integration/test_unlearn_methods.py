@@ -19,7 +19,7 @@ from hookunlearn.selection import select
 from hookunlearn.subspace import build
 from hookunlearn.train import TrainConfig, TrainingDivergedError
 
-WEIGHT_METHODS = [m for m in METHODS if m != "clamp"]
+WEIGHT_METHODS = list(METHODS)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def setup(quick_world: Path):
 def _run(setup, method: str, train: TrainConfig, **kwargs):
     model = load_model(setup["dir"], device="cpu")
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    sub = setup["entity"] if method == "align" else setup["topic"]
+    sub = setup["entity"] if METHODS[method].subspace == "entity" else setup["topic"]
     result = unlearn_model(
         model,
         method,
