@@ -31,4 +31,3 @@ class IncompatibleArtifactError(ArtifactError):
 
 class DataError(HookunlearnError):
     """A dataset or file is missing, empty, or lacks the expected columns."""
-

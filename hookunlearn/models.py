@@ -357,8 +357,6 @@ def quiet_libraries() -> Iterator[None]:
             transformers.utils.logging.enable_progress_bar()
 
 
-
-
 def load_model(
     spec: str | os.PathLike[str],
     *,
