@@ -83,10 +83,12 @@ def run_demo(
     entity_sae = saes[entity.chosen_layer]
 
     context = EvalContext(batch_size=64, baseline=base, subspace=entity_sub, sae=entity_sae)
-    suites = {
+    knowledge = {
         "mc_hazard": MCSuite(MCConfig(data=str(data / "mc_hazard.jsonl"))),
         "mc_benign": MCSuite(MCConfig(data=str(data / "mc_benign.jsonl"))),
         "qa": QASuite(QAConfig(data=str(data / "entity_qa.jsonl"))),
+    }
+    attacks = {
         "probe": ProbeSuite(ProbeConfig(entities=str(data / "entity_prompts.jsonl"))),
         "relearn": RelearnSuite(RelearnConfig(data=str(data / "entity_qa.jsonl"))),
         "relearn_mc": RelearnMCSuite(
@@ -95,7 +97,7 @@ def run_demo(
     }
 
     def measure(model: Any) -> dict[str, dict[str, float]]:
-        return {key: suite.run(model, context).metrics for key, suite in suites.items()}
+        return {key: suite.run(model, context).metrics for key, suite in (knowledge | attacks).items()}
 
     say("base model")
     rows = [_row("base", None, measure(base))]
@@ -127,7 +129,7 @@ def run_demo(
         "k": k,
         "entity_k": entity_k,
         "train": {"steps": train.steps, "lr": train.lr, "batch_size": train.batch_size},
-        "attacks": {key: dataclasses.asdict(suite.config) for key, suite in suites.items()},
+        "attacks": {key: dataclasses.asdict(suite.config) for key, suite in attacks.items()},
     }
 
 

@@ -95,10 +95,10 @@ def _side(
     if "corpus" in reads and texts:
         parts.append(tokenize_texts(model, texts, max_tokens))
     if not parts:
-        corpus = "a forget corpus" if side == "forget" else "a retain corpus"
+        corpus = "a forget corpus (texts to forget)" if side == "forget" else "a retain corpus to preserve"
         entities = "target-entity prompts" if side == "forget" else "known-entity prompts"
         wanted = " and/or ".join(
-            ([corpus] if "corpus" in reads else []) + ([entities] if "entities" in reads else [])
+            ([entities] if "entities" in reads else []) + ([corpus] if "corpus" in reads else [])
         )
         raise HookunlearnError(f"method {spec.name!r} needs {wanted}.")
     return concat_token_data(parts)

@@ -210,7 +210,7 @@ def test_align_from_corpora_alone_moves_target_codes_towards_unknown(setup, quic
     unknown_after, known_after = distances()
     assert unknown_after < unknown_before and known_after > known_before
     assert result.train.log[-1]["to_unknown"] < result.train.log[0]["to_unknown"]
-    with pytest.raises(HookunlearnError, match="forget corpus about the targets"):
+    with pytest.raises(HookunlearnError, match="target-entity prompts and/or a forget corpus"):
         unlearn_model(load_model(setup["dir"]), "align", subspace=sub, sae=sae, retain=retain)
     with pytest.raises(HookunlearnError, match="retain corpus to preserve"):
         unlearn_model(load_model(setup["dir"]), "align", subspace=sub, sae=sae, forget=forget)
