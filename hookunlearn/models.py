@@ -56,6 +56,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from hookunlearn.architectures import SUPPORTED_MODEL_TYPES, get_architecture, model_type_for_tl
 from hookunlearn.architectures.base import _hf_get, _UnsupportedFeature
+from hookunlearn.dtypes import dtype_by_name
 from hookunlearn.errors import HookunlearnError, ModelLoadError
 from hookunlearn.processing import WeightProcessing
 
@@ -71,16 +72,8 @@ __all__ = [
     "resolve_dtype",
 ]
 
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-_DTYPE_ALIASES: dict[str, str] = {
-    "fp32": "float32", "f32": "float32", "float": "float32",
-    "bf16": "bfloat16",
-    "fp16": "float16", "f16": "float16", "half": "float16",
-}  # fmt: skip
+_MODEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+"""The dtypes a model may be loaded in (names and aliases: `hookunlearn.dtypes`)."""
 
 _DEVICE_CHOICES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
 
@@ -187,15 +180,9 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
     Raises `ModelLoadError` listing the choices for anything else.
     """
-    if isinstance(dtype, torch.dtype):
-        if dtype in _DTYPES.values():
-            return dtype
-        text = str(dtype)
-    else:
-        text = dtype.strip().lower().removeprefix("torch.")
-        text = _DTYPE_ALIASES.get(text, text)
-        if text in _DTYPES:
-            return _DTYPES[text]
+    parsed = dtype if isinstance(dtype, torch.dtype) else dtype_by_name(dtype)
+    if parsed in _MODEL_DTYPES:
+        return parsed
     raise ModelLoadError(
         f"dtype {str(dtype)!r} is not supported; use one of: float32 (fp32), bfloat16 (bf16), float16 (fp16)."
     )

@@ -43,6 +43,7 @@ from sae_lens.util import dtype_to_str
 from safetensors import SafetensorError, safe_open
 from transformer_lens import HookedTransformer
 
+from hookunlearn.dtypes import dtype_by_name
 from hookunlearn.errors import SAELoadError
 from hookunlearn.hooks import hook_layer
 from hookunlearn.processing import WeightProcessing, flags_affecting_hook
@@ -63,19 +64,6 @@ _D_MODEL_HOOKS = re.compile(
     r"(^hook_embed|^hook_pos_embed|hook_resid_(pre|mid|post)|hook_attn_out|hook_mlp_out)$"
 )
 _HOOK_Z = re.compile(r"attn\.hook_z$")
-_DTYPE_ALIASES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float64": torch.float64,
-    "fp64": torch.float64,
-    "double": torch.float64,
-}
 # SAELens warns about these on every load; load_sae does the check itself, with a better message.
 _SAE_LENS_NOISE = (
     r"(?s).*non-empty model_from_pretrained_kwargs.*",
@@ -124,7 +112,7 @@ class SAEInfo:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return _DTYPE_ALIASES[self.dtype]
+        return _parse_dtype(self.dtype)
 
 
 def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None = None) -> int:
@@ -622,10 +610,10 @@ def _label(sae: SAE) -> str:
 def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    key = dtype.strip().lower().removeprefix("torch.")
-    if key not in _DTYPE_ALIASES:
+    parsed = dtype_by_name(dtype)
+    if parsed is None:
         raise SAELoadError(f"unknown SAE dtype {dtype!r}; use one of: float32, bfloat16, float16, float64.")
-    return _DTYPE_ALIASES[key]
+    return parsed
 
 
 def _parse_device(device: str | torch.device) -> torch.device:
