@@ -2,7 +2,7 @@
 
 Three implementations of the same RMU step, side by side in one run, on two models:
 
-- ``ours``: ``hookunlearn.unlearn.unlearn(model, "rmu", ...)``, i.e. the shared `Trainer`: the
+- ``ours``: ``hookunlearn.pipeline.unlearn.unlearn_model(model, "rmu", ...)``, i.e. the shared `Trainer`: the
   prefix below the first trainable block runs once per batch without grad, the frozen reference
   comes from frozen copies of the trainable blocks only, and no block above the hooked layer runs.
 - ``reference``: the loop as the WMDP repository's ``rmu/unlearn.py`` structures it, written here:
@@ -20,7 +20,7 @@ All three use the same loss (``MSE(h_l(forget), u) + alpha * MSE(h_l(retain), h_
 over real tokens, hookunlearn's ``masked_mse``), the same control vector (`RMU`'s, seed 0), the
 same trainable parameters (``mlp.W_out`` of layers l-2..l), AdamW (lr 5e-5, no gradient clipping:
 WMDP does not clip, so ours runs with ``grad_clip=None``), the same batch size and the same batches
-(``hookunlearn.train.batch_indices``, seed 0). The step-0 loss of the three is checked to agree
+(``hookunlearn.tokens.batch_indices``, seed 0). The step-0 loss of the three is checked to agree
 within 1e-4 (and printed) so the comparison is of equal work.
 
 Models: (1) the shipped world model (4 layers, d_model 128, hooked layer 2, trainable 0..2);
@@ -37,7 +37,7 @@ last-good-parameter copy, gradient norm) counts. "above base" is peak RSS minus 
 after imports, model load and corpus load (what the unlearning itself adds); "above imports" is
 peak RSS minus the resident size right after the imports, before the model is built (the model,
 the frozen reference, activations and optimiser state: what a larger model scales); for ``ours`` the
-imports include ``hookunlearn.unlearn``, which pulls in ``sae_lens`` at module level (its RSS is
+imports include ``hookunlearn.pipeline.unlearn``, which pulls in ``sae_lens`` at module level (its RSS is
 recorded as ``extra_import_mb`` and is part of ours' peak, a real cost of the public API). Ratios:
 reference/ours for time, ours/reference for memory, ours/floor for time. The issue's goal on the
 deeper model is >= 3x faster and <= 0.6x peak memory; it is reported, never tuned for. Prints a
@@ -124,7 +124,7 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
     from hookunlearn.train import TrainConfig
 
     import_mb = 0.0
-    if mode == "ours":  # hookunlearn.unlearn imports sae_lens at module level: count it apart
+    if mode == "ours":  # hookunlearn.pipeline.unlearn imports sae_lens at module level: count it apart
         before = _current_rss_mb()
         from hookunlearn.pipeline.unlearn import unlearn_model
 

@@ -355,9 +355,10 @@ def unlearn(
     Example: hookunlearn unlearn sub/ --method sspu --out model/ -o steering_coeff=50
     """
     with user_errors():
-        from hookunlearn.pipeline.unlearn import check_method
+        from hookunlearn.errors import HookunlearnError
 
-        check_method(method)
+        if method not in _method_names():
+            raise HookunlearnError(f"--method {method!r}: choose one of {', '.join(_method_names())}.")
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
@@ -440,6 +441,11 @@ def eval_(
         None,
         help="Base model spec to compare with, or an earlier `eval --out` directory (its results are reused).",
     ),
+    oracle: str = typer.Option(
+        "auto",
+        help="The model that never saw the forget set (a model spec, or an earlier `eval --out` of it), "
+        "'none', or 'auto': world:oracle when the model is the world's or an unlearn export of it.",
+    ),
     suite: list[str] = typer.Option(
         [],
         "--suite",
@@ -489,7 +495,8 @@ def eval_(
     """Measure forgetting, retained knowledge and robustness to attacks.
 
     With no suites and the world model, runs the world's hazard and benign MC, entity QA and
-    retain perplexity. With --baseline, every metric is shown as base, unlearned and delta.
+    retain perplexity. With --baseline, every metric is shown as base, unlearned and delta; with an
+    oracle (the world's by default), also as the oracle's value and the gap to it.
 
     \b
     Examples:
@@ -514,6 +521,7 @@ def eval_(
             EvalConfig(
                 model=model,
                 baseline=baseline,
+                oracle=oracle,
                 suites=tuple(suite),
                 mc=tuple(mc),
                 qa=tuple(qa),
@@ -532,18 +540,33 @@ def eval_(
             ),
             progress=lambda m: typer.echo(m, err=True),
         )
+        with_oracle = run.report.oracle is not None
+        header = [
+            "suite",
+            "metric",
+            "base",
+            "value",
+            "delta",
+            *(["oracle", "gap"] if with_oracle else []),
+            "n",
+        ]
+
+        def number(value: float | None, signed: bool = False) -> str:
+            return "" if value is None else f"{value:+.3f}" if signed else f"{value:.3f}"
+
         _print_table(
-            ["suite", "metric", "base", "value", "delta", "n"],
+            header,
             [
                 (
-                    a,
-                    b,
-                    "" if c is None else f"{c:.3f}",
-                    f"{d:.3f}",
-                    "" if e is None else f"{e:+.3f}",
-                    str(f),
+                    r["suite"],
+                    r["metric"],
+                    number(r["base"]),
+                    number(r["value"]),
+                    number(r["delta"], signed=True),
+                    *((number(r["oracle"]), number(r["gap"], signed=True)) if with_oracle else ()),
+                    str(r["n"]),
                 )
-                for a, b, c, d, e, f in run.report.rows()
+                for r in run.report.table()
             ],
         )
         if out is not None:
@@ -704,6 +727,13 @@ def world_build(
                 bar.n = int(info.get("tokens", 0))
                 bar.set_postfix(loss=f"{info.get('loss', float('nan')):.3f}", refresh=False)
                 bar.refresh()
+            elif stage == "oracle":
+                if "oracle" not in bars:
+                    bars["oracle"] = tqdm(
+                        total=config.lm.max_tokens, unit="tok", unit_scale=True, desc="oracle (no forget set)"
+                    )
+                bars["oracle"].n = int(info.get("tokens", 0))
+                bars["oracle"].refresh()
             elif stage == "data":
                 typer.echo(
                     f"data: {info.get('people')} people, units/epoch {info.get('units_per_epoch')}", err=True
@@ -723,6 +753,50 @@ def world_build(
             open_bar.close()
         typer.echo(f"wrote world to {out} in {sum(manifest.extra['timings'].values()):.0f} s")
         _print_world_measurements(manifest.extra.get("measured", {}))
+
+
+@world_app.command(
+    cls=ConfigurableCommand,
+    name="oracle",
+    short_help="Train the oracle: the world's model without the forget set.",
+)
+def world_oracle(
+    world: str | None = typer.Option(
+        None, help="A world directory (default: $HOOKUNLEARN_WORLD or the shipped one)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Retrain the oracle if the world has one."),
+) -> None:
+    """Train the world's oracle (same seed, tokenizer, architecture, schedule and token budget as its
+    model, on its training text minus the forget set) into WORLD/oracle/, usable as `world:oracle`.
+
+    \b
+    Example: hookunlearn world oracle --world my-world/
+    """
+    with user_errors():
+        from pathlib import Path
+
+        from tqdm import tqdm
+
+        from hookunlearn.world.assets import world_dir
+        from hookunlearn.world.oracle import ORACLE_DIR, add_oracle
+
+        path = Path(world) if world else world_dir()
+        bar = tqdm(unit="tok", unit_scale=True, desc="oracle (no forget set)")
+
+        def progress(info: dict) -> None:
+            bar.n = int(info.get("tokens", 0))
+            bar.set_postfix(loss=f"{info.get('loss', float('nan')):.3f}", refresh=False)
+            bar.refresh()
+
+        try:
+            stats = add_oracle(path, force=force, progress=progress)
+        finally:
+            bar.close()
+        typer.echo(
+            f"wrote {path / ORACLE_DIR}: {stats['tokens']} tokens in {stats['wall_time_s']:.0f} s, "
+            f"final loss {stats['final_loss']:.3f} (the forget set was {stats['forget_share_of_epoch_0']['units']:.1%} "
+            "of an epoch's units)"
+        )
 
 
 @world_app.command(
@@ -769,6 +843,14 @@ def _print_world_measurements(measured: dict) -> None:
     if not knowledge:
         return
     rows = [("entity QA recall", split, f"{value:.3f}") for split, value in knowledge["qa_recall"].items()]
+    oracle = measured.get("oracle", {}).get("knowledge")
+    if oracle:
+        rows += [("oracle: entity QA recall", s, f"{v:.3f}") for s, v in oracle["qa_recall"].items()]
+        rows += [
+            (f"oracle: MC {domain} (continuation)", split, f"{value:.3f}")
+            for domain, result in oracle["mc"].items()
+            for split, value in {"all": result["continuation"], **result["by_split"]}.items()
+        ]
     rows += [
         ("QA recall, no QA in training", s, f"{v:.3f}")
         for s, v in knowledge["qa_recall_no_qa_in_training"].items()

@@ -57,7 +57,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 from hookunlearn.architectures import SUPPORTED_MODEL_TYPES, get_architecture, model_type_for_tl
 from hookunlearn.architectures.base import _hf_get, _UnsupportedFeature
 from hookunlearn.dtypes import dtype_by_name
-from hookunlearn.errors import HookunlearnError, ModelLoadError
+from hookunlearn.errors import ModelLoadError
 from hookunlearn.processing import WeightProcessing
 
 __all__ = [
@@ -383,10 +383,7 @@ def load_model(
     path = Path(spec_text).expanduser()
     from hookunlearn.sources import resolve
 
-    try:
-        plugin_path = resolve(spec_text, "model")
-    except HookunlearnError as exc:
-        raise ModelLoadError(f"model spec {spec_text!r}: {exc}") from exc
+    plugin_path = resolve(spec_text, "model")  # `world`, `world:oracle`: the plug-in's errors name the spec
     if plugin_path is not None:
         path = plugin_path
     if path.is_dir():

@@ -448,7 +448,7 @@ def select(
 
     ``saes``: one SAE per candidate layer (a mapping layer -> SAE, or a sequence whose hooks name
     their layers). ``topic`` needs ``forget`` and ``retain`` texts; ``entity`` needs ``entities``
-    (see `parse_entity_prompts`) and optionally ``generic`` texts for the firing filter.
+    (see `hookunlearn.entities.parse_entity_prompts`) and optionally ``generic`` texts for the firing filter.
     """
     from hookunlearn.models import model_info
     from hookunlearn.saes import check_sae_fits, hook_layer, sae_info

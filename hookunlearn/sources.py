@@ -34,6 +34,8 @@ class PluginDefaults:
     """`select`'s candidate SAEs when none are given."""
     eval_suites: tuple[str, ...] = ()
     """`eval`'s suites when none are given."""
+    oracle: str | None = None
+    """The model spec of the plug-in's oracle (its model retrained without the forget set), if any."""
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,11 +62,11 @@ def resolve(spec: str | os.PathLike[str], kind: Kind) -> Path | None:
 
 
 def plugin_of_model(spec: str | os.PathLike[str] | None) -> str | None:
-    """The plug-in whose model ``spec`` is (``world``), or None."""
+    """The plug-in whose model ``spec`` is (``world``, ``world:oracle``), or None."""
     if spec is None:
         return None
     parts = split(spec)
-    return parts[0] if parts is not None and parts[1] in ("", "model") else None
+    return parts[0] if parts is not None else None
 
 
 def defaults(spec: str | os.PathLike[str] | None) -> PluginDefaults | None:

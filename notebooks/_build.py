@@ -192,8 +192,8 @@ QUICKSTART = [
     ),
     code(
         """
-        from hookunlearn.train import TrainConfig
         from hookunlearn.pipeline.unlearn import unlearn_model
+        from hookunlearn.train import TrainConfig
 
         model = load_model("world", device="cpu")
         result = unlearn_model(
@@ -411,8 +411,8 @@ INSIDE = [
 
         from hookunlearn.evaluation.report import evaluate, to_markdown
         from hookunlearn.evaluation.suites import EvalContext, parse_suite_spec
-        from hookunlearn.train import TrainConfig
         from hookunlearn.pipeline.unlearn import unlearn_model
+        from hookunlearn.train import TrainConfig
 
         model = load_model("world", device="cpu")
         result = unlearn_model(
@@ -913,8 +913,8 @@ RECIPE = [
 
         from hookunlearn.evaluation.report import evaluate, to_markdown
         from hookunlearn.evaluation.standard import MMLUConfig, MMLUSuite, WMDPConfig, WMDPSuite
-        from hookunlearn.train import TrainConfig
         from hookunlearn.pipeline.unlearn import unlearn_model
+        from hookunlearn.train import TrainConfig
 
         suites = [
             WMDPSuite(WMDPConfig(subset="wmdp-cyber", data=WMDP_CYBER_DATA, limit=EVAL_LIMIT)),

@@ -1,13 +1,16 @@
 """Reports: run suites on a model (and its base), compare, and write what a person reads.
 
-``report.json`` (``REPORT_VERSION``) holds, for the evaluated model and optionally its baseline,
-each suite's `SuiteResult` (suite, name, version, config, metrics, n, details, seconds).
-``report.md`` is one table, metric by metric: base, unlearned, delta. ``plots/`` holds one
+``report.json`` (``REPORT_VERSION``) holds, for the evaluated model and optionally its baseline
+and its oracle (the model that never saw the forget set), each suite's `SuiteResult` (suite, name,
+version, config, metrics, n, details, seconds). ``report.md`` is one table, metric by metric:
+base, unlearned, delta, and with an oracle, oracle and the gap to it (unlearned - oracle), which is
+the headline: exact unlearning has a gap of 0 everywhere. ``plots/`` holds one
 before/after bar chart per suite and, when the model came out of ``hookunlearn unlearn``, the loss
 curves of its ``train_log.jsonl``.
 
-A baseline given as a directory with a ``report.json`` (an earlier ``hookunlearn eval --out``) is
-read, not recomputed: its suites are reused when their name, suite version and config match.
+A baseline or an oracle given as a directory with a ``report.json`` (an earlier ``hookunlearn eval
+--out`` of that model) is read, not recomputed: its suites are reused when their name, suite
+version and config match.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from transformer_lens import HookedTransformer
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.evaluation.suites import EvalContext, Suite, SuiteResult
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
+"""3 added ``oracle``; version 2 reports (no oracle) are still read."""
+READABLE_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -47,6 +52,8 @@ class EvalReport:
     options: dict[str, Any] = field(default_factory=dict)
     train_log: list[dict[str, Any]] | None = None
     report_version: int = REPORT_VERSION
+    oracle: ModelResults | None = None
+    """The oracle's results: the model retrained without the forget set."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +61,7 @@ class EvalReport:
             "options": self.options,
             "evaluated": self.evaluated.to_dict(),
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "oracle": self.oracle.to_dict() if self.oracle is not None else None,
             "train_log": self.train_log,
         }
 
@@ -65,6 +73,7 @@ class EvalReport:
             baseline=ModelResults.from_dict(data["baseline"]) if data.get("baseline") else None,
             options=dict(data.get("options") or {}),
             train_log=data.get("train_log"),
+            oracle=ModelResults.from_dict(data["oracle"]) if data.get("oracle") else None,
         )
 
     def rows(self) -> list[tuple[str, str, float | None, float, float | None, int]]:
@@ -77,6 +86,21 @@ class EvalReport:
                 reference = other.metrics.get(metric) if other is not None else None
                 delta = value - reference if reference is not None else None
                 out.append((name, metric, reference, value, delta, result.n.get(metric, 0)))
+        return out
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per metric: suite, metric, base, value, delta, oracle, gap (value - oracle), n;
+        absent comparisons are None."""
+        oracle = self.oracle.results if self.oracle is not None else {}
+        out = []
+        for suite, metric, base, value, delta, n in self.rows():
+            reference = oracle.get(suite)
+            at_oracle = reference.metrics.get(metric) if reference is not None else None
+            gap = value - at_oracle if at_oracle is not None else None
+            out.append(
+                {"suite": suite, "metric": metric, "base": base, "value": value, "delta": delta,
+                 "oracle": at_oracle, "gap": gap, "n": n}
+            )  # fmt: skip
         return out
 
 
@@ -109,16 +133,21 @@ def evaluate(
     suites: Sequence[Suite],
     *,
     baseline: HookedTransformer | EvalReport | None = None,
+    oracle: HookedTransformer | EvalReport | None = None,
     context: EvalContext | None = None,
     options: Mapping[str, Any] | None = None,
     train_log: list[dict[str, Any]] | None = None,
 ) -> EvalReport:
-    """Run ``suites`` on ``model`` and on ``baseline`` (a model, or an earlier report whose
-    matching suite results are reused; suites it lacks run on no model and show no base)."""
+    """Run ``suites`` on ``model``, on ``baseline`` and on ``oracle`` (each a model, or an earlier
+    report of it whose matching suite results are reused; suites it lacks run on no model and show
+    no value there). Suites that attack or probe a model compare it with the baseline (the
+    context's ``baseline``) whichever model they run on."""
     from hookunlearn.models import model_info
 
     context = context or EvalContext()
-    saved_baseline = context.baseline
+    saved_baseline, saved_oracle = context.baseline, context.oracle
+    if isinstance(oracle, HookedTransformer):
+        context.oracle = oracle
     try:
         base_results: ModelResults | None = None
         if isinstance(baseline, HookedTransformer):
@@ -127,18 +156,28 @@ def evaluate(
             base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
         context.say("evaluated model")
         evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+        oracle_results: ModelResults | None = None
+        if isinstance(oracle, HookedTransformer):
+            context.say("oracle")
+            oracle_results = ModelResults(model_info(oracle).to_dict(), run_suites(oracle, suites, context))
     finally:
-        context.baseline = saved_baseline
+        context.baseline, context.oracle = saved_baseline, saved_oracle
     options = dict(options or {})
-    if isinstance(baseline, EvalReport):
-        base_results, missing = reusable_results(baseline.evaluated, suites)
+    for role, given in (("baseline", baseline), ("oracle", oracle)):
+        if not isinstance(given, EvalReport):
+            continue
+        reused, missing = reusable_results(given.evaluated, suites)
+        if role == "baseline":
+            base_results = reused
+        else:
+            oracle_results = reused
         if missing:
-            options["baseline_missing"] = missing
+            options[f"{role}_missing"] = missing
             context.say(
-                f"baseline report has no reusable result for {', '.join(missing)} (absent, another "
-                "suite version or config, or a suite that needs the base model itself): no base value"
+                f"{role} report has no reusable result for {', '.join(missing)} (absent, another "
+                f"suite version or config, or a suite that needs the base model itself): no {role} value"
             )
-    return EvalReport(evaluated, base_results, options, train_log)
+    return EvalReport(evaluated, base_results, options, train_log, oracle=oracle_results)
 
 
 def reusable_results(stored: ModelResults, suites: Sequence[Suite]) -> tuple[ModelResults, list[str]]:
@@ -170,13 +209,14 @@ def validate_report(data: Any) -> None:
     version = data.get("report_version")
     need(isinstance(version, int), "report_version", "is missing or not an integer")
     need(
-        version == REPORT_VERSION,
+        version in READABLE_VERSIONS,
         "report_version",
-        f"is {version}; this hookunlearn reads version {REPORT_VERSION} (re-run `hookunlearn eval`)",
+        f"is {version}; this hookunlearn reads versions {', '.join(map(str, READABLE_VERSIONS))} "
+        "(re-run `hookunlearn eval`)",
     )
-    for side in ("evaluated", "baseline"):
+    for side in ("evaluated", "baseline", "oracle"):
         block = data.get(side)
-        if side == "baseline" and block is None:
+        if side != "evaluated" and block is None:
             continue
         need(isinstance(block, Mapping), side, "must be an object")
         need(isinstance(block.get("model"), Mapping), f"{side}.model", "must be an object")
@@ -240,22 +280,46 @@ def to_markdown(report: EvalReport) -> str:
     if report.baseline is not None:
         base = report.baseline.model.get("spec") or report.baseline.model.get("name") or "baseline"
         lines += [f"Baseline: {base}", ""]
-    lines += ["| suite | metric | base | unlearned | delta | n |", "|---|---|---|---|---|---|"]
-    for suite, metric, base_value, value, delta, n in report.rows():
-        lines.append(
-            f"| {suite} | {metric} | {_fmt(base_value)} | {_fmt(value)} | {_fmt_delta(delta)} | {n} |"
-        )
+    rows = report.table()
+    if report.oracle is not None:
+        oracle = report.oracle.model.get("spec") or report.oracle.model.get("name") or "oracle"
+        lines += [f"Oracle (never saw the forget set): {oracle}", ""]
+        gaps = sorted((r for r in rows if r["gap"] is not None), key=lambda r: -abs(r["gap"]))
+        if gaps:
+            lines += ["## Gap to the oracle (unlearned - oracle; exact unlearning: 0)", ""]
+            lines += ["| suite | metric | unlearned | oracle | gap |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {r['suite']} | {r['metric']} | {_fmt(r['value'])} | {_fmt(r['oracle'])} | {_fmt_delta(r['gap'])} |"
+                for r in gaps
+            ]
+            lines += ["", "## Every metric", ""]
+        lines += [
+            "| suite | metric | base | unlearned | delta | oracle | gap | n |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['suite']} | {r['metric']} | {_fmt(r['base'])} | {_fmt(r['value'])} | {_fmt_delta(r['delta'])} "
+            f"| {_fmt(r['oracle'])} | {_fmt_delta(r['gap'])} | {r['n']} |"
+            for r in rows
+        ]
+    else:
+        lines += ["| suite | metric | base | unlearned | delta | n |", "|---|---|---|---|---|---|"]
+        lines += [
+            f"| {r['suite']} | {r['metric']} | {_fmt(r['base'])} | {_fmt(r['value'])} | {_fmt_delta(r['delta'])} | {r['n']} |"
+            for r in rows
+        ]
     lines.append("")
     seconds = sum(r.seconds for r in report.evaluated.results.values())
     lines.append(
         f"Suites took {seconds:.1f} s on the evaluated model. Suite versions and configs: report.json."
     )
-    missing = report.options.get("baseline_missing")
-    if missing:
-        lines.append(
-            f"No base value for {', '.join(missing)}: the baseline report has no result with the same "
-            "suite version and config."
-        )
+    for role, label in (("baseline", "base"), ("oracle", "oracle")):
+        missing = report.options.get(f"{role}_missing")
+        if missing:
+            lines.append(
+                f"No {label} value for {', '.join(missing)}: the {role} report has no result with the same "
+                "suite version and config."
+            )
     if report.train_log:
         lines.append("Loss curves of the unlearning run: plots/train_loss.png.")
     return "\n".join(lines) + "\n"
@@ -271,29 +335,30 @@ def write_plots(report: EvalReport, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     base = report.baseline.results if report.baseline is not None else {}
+    oracle = report.oracle.results if report.oracle is not None else {}
     for name, result in report.evaluated.results.items():
         metrics = list(result.metrics)
         if not metrics:
             continue
         fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(metrics) + 2), 3.4))
         positions = range(len(metrics))
-        width = 0.38
-        other = base.get(name)
-        if other is not None:
-            ax.bar(
-                [p - width / 2 for p in positions],
-                [other.metrics.get(m, float("nan")) for m in metrics],
-                width,
-                label="base",
-                color="#9aa5b1",
-            )
-        ax.bar(
-            [p + (width / 2 if other is not None else 0) for p in positions],
-            [result.metrics[m] for m in metrics],
-            width,
-            label="unlearned" if other is not None else "model",
-            color="#d1495b",
+        other, at_oracle = base.get(name), oracle.get(name)
+        bars = [(other, "base", "#9aa5b1")] if other is not None else []
+        bars.append(
+            (result, "unlearned" if other is not None or at_oracle is not None else "model", "#d1495b")
         )
+        if at_oracle is not None:
+            bars.append((at_oracle, "oracle", "#2e8b57"))
+        width = 0.8 / len(bars)
+        for index, (values, label, color) in enumerate(bars):
+            offset = (index - (len(bars) - 1) / 2) * width
+            ax.bar(
+                [p + offset for p in positions],
+                [values.metrics.get(m, float("nan")) for m in metrics],
+                width,
+                label=label,
+                color=color,
+            )
         ax.set_xticks(list(positions))
         ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
         ax.set_title(name)

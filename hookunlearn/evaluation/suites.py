@@ -37,6 +37,8 @@ class EvalContext:
     """A `hookunlearn.subspace.Subspace` (probe suite: centroids, selected latents, hook)."""
     sae: Any = None
     """The SAE of ``subspace``."""
+    oracle: Any = None
+    """The oracle HookedTransformer (never saw the forget set), when the report has one loaded."""
     progress: Callable[[str], None] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     """Suites share work through this (e.g. the probe's base activations)."""
@@ -124,13 +126,22 @@ def register(cls: type[Suite]) -> type[Suite]:
     return cls
 
 
+SUITE_MODULES: tuple[str, ...] = (
+    "hookunlearn.evaluation.activation",
+    "hookunlearn.evaluation.attacks",
+    "hookunlearn.evaluation.gsm8k",
+    "hookunlearn.evaluation.mia",
+    "hookunlearn.evaluation.standard",
+    "hookunlearn.evaluation.truthfulqa",
+)
+"""The modules whose suites register themselves on import (a new suite module: one line here)."""
+
+
 def _load_all() -> None:
-    # Suite modules register themselves on import; importing here keeps the registry complete.
-    import hookunlearn.evaluation.activation  # noqa: F401
-    import hookunlearn.evaluation.attacks  # noqa: F401
-    import hookunlearn.evaluation.gsm8k  # noqa: F401
-    import hookunlearn.evaluation.standard  # noqa: F401
-    import hookunlearn.evaluation.truthfulqa  # noqa: F401
+    import importlib
+
+    for module in SUITE_MODULES:
+        importlib.import_module(module)
 
 
 def suite_names() -> list[str]:

@@ -78,6 +78,14 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
+def spec_for_module(module: str) -> MethodSpec:
+    """The (first) declaration whose module is ``module``."""
+    for spec in METHODS.values():
+        if spec.module == module:
+            return spec
+    raise HookunlearnError(f"module {module!r} is not registered in hookunlearn.objectives.METHODS.")
+
+
 _CLASSES: dict[str, type[Objective]] = {}
 
 
@@ -85,10 +93,12 @@ def get_objective(name: str) -> type[Objective]:
     """The objective class registered under ``name``: the module's ``OBJECTIVE`` with the
     declaration attached as ``spec`` (a subclass per name, so two lines may share a module)."""
     spec = method_spec(name)
-    if name not in _CLASSES:
+    if name not in _CLASSES or _CLASSES[name].spec is not spec:
         base = importlib.import_module(spec.module).OBJECTIVE
-        _CLASSES[name] = type(base.__name__, (base,), {"spec": spec, "__module__": base.__module__})
+        _CLASSES[name] = type(
+            base.__name__, (base,), {"spec": spec, "__module__": base.__module__, "__doc__": base.__doc__}
+        )
     return _CLASSES[name]
 
 
-__all__ = ["METHODS", "MethodSpec", "get_objective", "method_spec"]
+__all__ = ["METHODS", "MethodSpec", "get_objective", "method_spec", "spec_for_module"]

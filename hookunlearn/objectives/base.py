@@ -59,6 +59,11 @@ class Objective:
     def __init__(self, config: Any, context: ObjectiveContext) -> None:
         self.config = config
         self.context = context
+        if not hasattr(type(self), "spec"):
+            # built from its module directly (not through `get_objective`): the registry line for it
+            from hookunlearn.objectives import spec_for_module
+
+            self.spec = spec_for_module(type(self).__module__)
 
     def loss(self, inputs: StepInputs) -> dict[str, Tensor]:
         """Loss terms; the ``"loss"`` entry is what is minimised."""

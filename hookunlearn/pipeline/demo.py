@@ -20,6 +20,7 @@ from hookunlearn.entities import parse_entity_prompts
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.evaluation.activation import ProbeConfig, ProbeSuite
 from hookunlearn.evaluation.attacks import RelearnConfig, RelearnMCConfig, RelearnMCSuite, RelearnSuite
+from hookunlearn.evaluation.mia import ForgetQualityConfig, ForgetQualitySuite, MIAConfig, MIASuite
 from hookunlearn.evaluation.standard import MCConfig, MCSuite, QAConfig, QASuite
 from hookunlearn.evaluation.suites import EvalContext
 from hookunlearn.models import load_model
@@ -29,6 +30,7 @@ from hookunlearn.saes import load_sae
 from hookunlearn.selection import select
 from hookunlearn.subspace import build
 from hookunlearn.train import TrainConfig
+from hookunlearn.world.oracle import ORACLE_DIR
 
 DEMO_METHODS: tuple[str, ...] = ("sspu", "rmu", "ga", "align")
 """The demo's default methods; any registered method may be asked for."""
@@ -50,8 +52,29 @@ def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]])
         "relearn_hazard_mc_before": metrics["relearn_mc"]["accuracy_before"],
         "relearn_qa_forget": metrics["relearn"]["recall_after"],
         "relearn_qa_forget_before": metrics["relearn"]["recall_before"],
+        "mia_auc_worst": metrics["mia"]["auc[worst]"],
+        "forget_quality": metrics["forget_quality"]["forget_quality"]
+        if "forget_quality" in metrics
+        else None,
         "seconds": seconds,
     }
+
+
+def _gaps(row: dict[str, Any], oracle: dict[str, Any] | None) -> None:
+    """Add the gaps to the oracle's row: before any attack and after the worst one."""
+    keys = {
+        "gap_hazard_mc": ("hazard_mc", "hazard_mc"),
+        "gap_qa_forget": ("qa_forget", "qa_forget"),
+        "worst_attack_hazard_mc": ("relearn_hazard_mc", None),
+        "worst_attack_qa_forget": ("relearn_qa_forget", None),
+        "worst_attack_gap_hazard_mc": ("relearn_hazard_mc", "relearn_hazard_mc"),
+        "worst_attack_gap_qa_forget": ("relearn_qa_forget", "relearn_qa_forget"),
+    }
+    for key, (mine, theirs) in keys.items():
+        if theirs is None:
+            row[key] = row[mine]  # the worst case over the demo's attacks (relearning only, today)
+        else:
+            row[key] = row[mine] - oracle[theirs] if oracle is not None else None
 
 
 def run_demo(
@@ -82,12 +105,18 @@ def run_demo(
     entity_sub = build(entity, saes[entity.chosen_layer], k=entity_k)
     entity_sae = saes[entity.chosen_layer]
 
-    context = EvalContext(batch_size=64, baseline=base, subspace=entity_sub, sae=entity_sae)
+    oracle_dir = world / ORACLE_DIR
+    oracle = load_model(oracle_dir, device="cpu") if (oracle_dir / "config.json").is_file() else None
+    context = EvalContext(batch_size=64, baseline=base, subspace=entity_sub, sae=entity_sae, oracle=oracle)
+    qa_data = str(data / "entity_qa.jsonl")
     knowledge = {
         "mc_hazard": MCSuite(MCConfig(data=str(data / "mc_hazard.jsonl"))),
         "mc_benign": MCSuite(MCConfig(data=str(data / "mc_benign.jsonl"))),
-        "qa": QASuite(QAConfig(data=str(data / "entity_qa.jsonl"))),
+        "qa": QASuite(QAConfig(data=qa_data)),
+        "mia": MIASuite(MIAConfig(members=qa_data, nonmembers=qa_data)),
     }
+    if oracle is not None:
+        knowledge["forget_quality"] = ForgetQualitySuite(ForgetQualityConfig(data=qa_data))
     attacks = {
         "probe": ProbeSuite(ProbeConfig(entities=str(data / "entity_prompts.jsonl"))),
         "relearn": RelearnSuite(RelearnConfig(data=str(data / "entity_qa.jsonl"))),
@@ -101,6 +130,11 @@ def run_demo(
 
     say("base model")
     rows = [_row("base", None, measure(base))]
+    oracle_row = None
+    if oracle is not None:
+        say("oracle (never saw the forget set)")
+        oracle_row = _row("oracle", None, measure(oracle))
+        rows.append(oracle_row)
     for spec in specs:
         say(f"{spec.name}: unlearn + eval")
         model = load_model(world / "model", device="cpu")
@@ -122,12 +156,15 @@ def run_demo(
         )
         seconds = time.perf_counter() - start
         rows.append(_row(spec.name, seconds, measure(model)))
+    for row in rows:
+        _gaps(row, oracle_row)
     return {
         "rows": rows,
         "topic_layer": topic.chosen_layer,
         "entity_layer": entity.chosen_layer,
         "k": k,
         "entity_k": entity_k,
+        "oracle": str(oracle_dir) if oracle is not None else None,
         "train": {"steps": train.steps, "lr": train.lr, "batch_size": train.batch_size},
         "attacks": {key: dataclasses.asdict(suite.config) for key, suite in attacks.items()},
     }
@@ -148,17 +185,31 @@ Columns: hazard/benign MC = continuation accuracy on the hazardous/benign domain
 QA = greedy recall of the forget/retain/unknown people's facts; probe = share of target people a
 known-vs-unknown probe trained on the base model's layer activations calls unknown; code =
 distance of the targets' mean SAE code to the known / unknown centroid; relearn = the attack:
-fine-tune a copy for 20 steps on half of the facts, then hazard MC / forget QA on the other half.
+fine-tune a copy for 20 steps on half of the facts, then hazard MC / forget QA on the other half;
+MIA = the strongest membership-inference AUC (LOSS, zlib, Min-K%++) of the forget people's QA
+lines vs the unknown people's (0.5: indistinguishable); forget quality = TOFU's KS p-value of
+per-item answer NLL against the oracle (high: indistinguishable); gap = minus the oracle's value
+(the oracle: the same training run without the forget set), before any attack and after the
+worst attack the demo runs (relearning).
 """
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def _signed(value: float | None) -> str:
+    return "" if value is None else f"{value * 100:+.1f}"
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     """The comparison table as Markdown (what `report.md` holds)."""
     header = (
         "| method | hazard MC | benign MC | QA forget | QA retain | QA unknown | probe: targets unknown "
-        "| target code d(known) / d(unknown) | relearn: hazard MC | relearn: QA forget | s |"
+        "| target code d(known) / d(unknown) | relearn: hazard MC | relearn: QA forget | MIA AUC "
+        "| forget quality | gap to oracle: hazard MC / QA forget | worst attack, gap to oracle: hazard MC / QA forget | s |"
     )
-    lines = [header, "|" + "---|" * 11]
+    lines = [header, "|" + "---|" * 15]
     for row in result["rows"]:
         codes = (
             f"{row['target_code_to_known']:.1f} / {row['target_code_to_unknown']:.1f}"
@@ -166,10 +217,22 @@ def markdown_table(result: dict[str, Any]) -> str:
             else ""
         )
         seconds = f"{row['seconds']:.0f}" if row["seconds"] is not None else ""
+        quality = f"{row['forget_quality']:.2g}" if row.get("forget_quality") is not None else ""
+        gap = (
+            f"{_signed(row['gap_hazard_mc'])} / {_signed(row['gap_qa_forget'])}"
+            if row["gap_hazard_mc"] is not None
+            else ""
+        )
+        worst = (
+            f"{_signed(row['worst_attack_gap_hazard_mc'])} / {_signed(row['worst_attack_gap_qa_forget'])}"
+            if row["worst_attack_gap_hazard_mc"] is not None
+            else ""
+        )
         lines.append(
-            f"| {row['method']} | {row['hazard_mc']:.1%} | {row['benign_mc']:.1%} | {row['qa_forget']:.1%} | "
-            f"{row['qa_retain']:.1%} | {row['qa_unknown']:.1%} | {row['probe_targets_unknown']:.1%} | {codes} | "
-            f"{row['relearn_hazard_mc']:.1%} | {row['relearn_qa_forget']:.1%} | {seconds} |"
+            f"| {row['method']} | {_pct(row['hazard_mc'])} | {_pct(row['benign_mc'])} | {_pct(row['qa_forget'])} | "
+            f"{_pct(row['qa_retain'])} | {_pct(row['qa_unknown'])} | {_pct(row['probe_targets_unknown'])} | {codes} | "
+            f"{_pct(row['relearn_hazard_mc'])} | {_pct(row['relearn_qa_forget'])} | {row['mia_auc_worst']:.3f} | "
+            f"{quality} | {gap} | {worst} | {seconds} |"
         )
     return "\n".join(lines) + "\n\n" + TABLE_LEGEND
 
@@ -208,9 +271,9 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     unknown = [name for name in config.methods if name not in METHODS]
-    if unknown or not config.methods:
+    if unknown:
         raise HookunlearnError(
-            f"--methods: {', '.join(unknown) or 'none given'} not available in the demo; use any of {', '.join(METHODS)}."
+            f"--methods: {', '.join(unknown)} not available in the demo; use any of {', '.join(METHODS)}."
         )
     path = Path(config.world) if config.world else world_dir()
     result = run_demo(

@@ -21,6 +21,10 @@ class EvalConfig:
     model: str = "world"
     baseline: str | None = None
     """A base model spec, or an earlier report (``report.json`` or its directory) whose results are reused."""
+    oracle: str | None = "auto"
+    """The model that never saw the forget set: a model spec, an earlier report of it, ``none``, or
+    ``auto`` (the plug-in's oracle, e.g. ``world:oracle``, when the model is the plug-in's model or
+    an unlearn export of it and that oracle exists; else none)."""
     suites: tuple[str | Suite, ...] = ()
     """Suite specs (``NAME`` or ``NAME:key=value,...``) or suite objects (default on a plug-in's
     model: its suites; any other model needs at least one)."""
@@ -60,7 +64,10 @@ def build_suites(config: EvalConfig) -> list[Suite]:
 
     if config.protocol not in ("letter", "continuation"):
         raise HookunlearnError(f"--protocol {config.protocol!r}: choose 'letter' or 'continuation'.")
-    suites = [parse_suite_spec(item) if isinstance(item, str) else item for item in config.suites]
+    import copy
+
+    # a copy of each given suite: `with_defaults` below must not change the caller's objects
+    suites = [parse_suite_spec(item) if isinstance(item, str) else copy.copy(item) for item in config.suites]
     suites += [
         MCSuite(
             MCConfig(
@@ -86,6 +93,46 @@ def build_suites(config: EvalConfig) -> list[Suite]:
     return suites
 
 
+def _is_report(spec: str) -> bool:
+    path = Path(spec)
+    return (path / "report.json").is_file() or (path.is_file() and path.suffix == ".json")
+
+
+def base_model_of(model_spec: str) -> str | None:
+    """The model spec an exported unlearn run started from (its ``hookunlearn.json``), or None."""
+    import json
+
+    info = Path(model_spec) / "hookunlearn.json"
+    if not info.is_file():
+        return None
+    try:
+        metadata = json.loads(info.read_text(encoding="utf-8")).get("metadata") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    spec = (metadata.get("inputs") or {}).get("model")
+    return spec if isinstance(spec, str) else None
+
+
+def resolve_oracle(config: EvalConfig) -> str | None:
+    """The oracle spec ``config.oracle`` stands for (None: no oracle); see `EvalConfig.oracle`."""
+    from hookunlearn.sources import defaults, resolve
+
+    if config.oracle is None or config.oracle.strip().lower() == "none":
+        return None
+    if config.oracle != "auto":
+        return config.oracle
+    for spec in (config.model, base_model_of(config.model)):
+        plugin = defaults(spec)
+        if plugin is None or plugin.oracle is None or spec == plugin.oracle:
+            continue
+        try:
+            resolve(plugin.oracle, "model")
+        except HookunlearnError:
+            return None  # the plug-in has no oracle here (a world built without one)
+        return plugin.oracle
+    return None
+
+
 def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = None) -> EvalRun:
     """Run ``config``; ``progress`` gets one line per stage."""
     from hookunlearn.artifacts import Manifest, check_can_write
@@ -107,15 +154,17 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
         # processing changes no output, only how activations are expressed: load like the SAE's model
         recorded = loaded_subspace.model.get("processing")
         processing = WeightProcessing.parse(recorded) if recorded else None
-    base_arg: Any = None
-    if config.baseline is not None:
-        base_path = Path(config.baseline)
-        if (base_path / "report.json").is_file() or (base_path.is_file() and base_path.suffix == ".json"):
-            base_arg = read_report(config.baseline)
-        else:
-            base_arg = load_model(
-                config.baseline, device=config.device, dtype=config.dtype, processing=processing
-            )
+
+    def reference(spec: str | None) -> Any:
+        if spec is None:
+            return None
+        if _is_report(spec):
+            return read_report(spec)
+        return load_model(spec, device=config.device, dtype=config.dtype, processing=processing)
+
+    oracle_spec = resolve_oracle(config)
+    base_arg = reference(config.baseline)
+    oracle_arg = reference(oracle_spec)
     loaded = load_model(config.model, device=config.device, dtype=config.dtype, processing=processing)
     context = EvalContext(batch_size=config.batch_size, progress=progress)
     if loaded_subspace is not None:
@@ -130,6 +179,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
     options = {
         "suites": [item.instance_name() for item in suites],
         "baseline": config.baseline,
+        "oracle": oracle_spec,
         "subspace": config.subspace,
         "intervention": config.intervention,
         "seed": config.seed,
@@ -140,6 +190,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             loaded,
             suites,
             baseline=base_arg,
+            oracle=oracle_arg,
             context=context,
             options=options,
             train_log=find_train_log(config.model),

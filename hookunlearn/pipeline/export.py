@@ -33,7 +33,7 @@ def export(config: ExportConfig) -> Any:
         manifest = read_manifest(path)
         if manifest.kind == "intervention":
             raise HookunlearnError(
-                f"{config.source} is an intervention ({manifest.extra.get('method', 'clamp')}): it changes "
+                f"{config.source} is a {manifest.extra.get('method', 'clamp')} intervention: it changes "
                 "activations at inference through hooks and edits no weight, so there is no checkpoint to "
                 "export. Evaluate it with the base model instead."
             )

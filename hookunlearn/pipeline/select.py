@@ -56,7 +56,7 @@ def check_objective(objective: str) -> None:
 
 def candidate_saes(config: SelectConfig) -> list[str]:
     """The SAE specs to score: ``config.saes``, else the model's plug-in's (all, or ``layers``)."""
-    from hookunlearn.sources import defaults
+    from hookunlearn.sources import defaults, plugin_of_model
 
     if config.saes:
         return list(config.saes)
@@ -65,7 +65,7 @@ def candidate_saes(config: SelectConfig) -> list[str]:
         raise HookunlearnError("no SAEs given: pass --sae SPEC once per candidate layer.")
     if config.layers is None:
         return list(plugin.sae_specs)
-    return [f"{config.model}:{layer}" for layer in config.layers]
+    return [f"{plugin_of_model(config.model)}:{layer}" for layer in config.layers]
 
 
 def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] | None = None) -> SelectResult:

@@ -284,6 +284,16 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     check_method(config.method)
     out = Path(config.out)
     check_can_write(out, force=config.force)
+    from hookunlearn.interventions import INTERVENTIONS, get_intervention
+
+    # options are checked before any loading: a typo is an error in a second, not after the model loads
+    if config.method in INTERVENTIONS:
+        module = get_intervention(config.method)
+        intervention_config = config_from_options(
+            module.Config, config.options, f"intervention {config.method!r}"
+        )
+    else:
+        method_config(config.method, config.options)
     subspace = Subspace.load(config.subspace) if config.subspace else None
     manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None
     spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
@@ -296,10 +306,8 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None
     check_active_recipe(model=model, sae=sae)
 
-    from hookunlearn.interventions import INTERVENTIONS
-
     if config.method in INTERVENTIONS:
-        return _write_intervention(config, subspace, sae, model_info(model).to_dict())
+        return _write_intervention(config, intervention_config, subspace, sae, model_info(model).to_dict())
 
     method = method_spec(config.method)
     data: dict[str, Any] = {}
@@ -413,14 +421,13 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
 
 
 def _write_intervention(
-    config: UnlearnConfig, subspace: Subspace | None, sae: SAE | None, model: dict[str, Any]
+    config: UnlearnConfig, options: Any, subspace: Subspace | None, sae: SAE | None, model: dict[str, Any]
 ) -> UnlearnRun:
     from hookunlearn.interventions import get_intervention
 
     module = get_intervention(config.method)
     if subspace is None or sae is None:
         raise HookunlearnError(f"{config.method} needs a subspace directory (its relevant latents and SAE).")
-    options = config_from_options(module.Config, config.options, f"intervention {config.method!r}")
     intervention = module.INTERVENTION.from_subspace(subspace, options)
     out = Path(config.out)
     intervention.save(

@@ -635,6 +635,8 @@ def _check_trainer_hook(recipe: Recipe, problems: list[str]) -> None:
     from hookunlearn.objectives import METHODS
 
     name = unlearn.get("method", "sspu")
+    if not isinstance(name, str) or not isinstance(unlearn.get("layer", 0), int | None):
+        return  # a wrong type is reported by the option check
     method = METHODS.get(name)
     if method is None and name not in INTERVENTIONS:
         problems.append(

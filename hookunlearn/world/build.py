@@ -37,6 +37,8 @@ class WorldBuildConfig:
     None: as many as ``sae.training_tokens`` needs (BOS and pads excluded), plus 10%."""
     measure: bool = True
     """Measure the built world (recall, MC, SAE quality and latents) into the manifest."""
+    oracle: bool = True
+    """Also train the oracle (`hookunlearn.world.oracle`): the same LM run without the forget set."""
 
     @classmethod
     def default(cls, seed: int = 0) -> WorldBuildConfig:
@@ -109,7 +111,16 @@ def build_world(
             progress=lambda info: say("lm", info),
         )
         timings["lm_s"] = time.perf_counter() - start
-        shutil.rmtree(tokenizer_dir)  # the tokenizer now lives in model/
+        oracle_stats: dict[str, Any] | None = None
+        if config.oracle:
+            from hookunlearn.world.oracle import ORACLE_DIR, train_oracle
+
+            start = time.perf_counter()
+            oracle_stats = train_oracle(
+                world, tokenizer_dir, tmp / ORACLE_DIR, config.lm, progress=lambda info: say("oracle", info)
+            )
+            timings["oracle_s"] = time.perf_counter() - start
+        shutil.rmtree(tokenizer_dir)  # the tokenizer now lives in model/ (and oracle/)
 
         from hookunlearn.models import load_model
 
@@ -150,6 +161,7 @@ def build_world(
                 "data_version": DATA_VERSION,
                 "summary": world.summary(),
                 "lm_training": lm_stats,
+                **({"oracle": {"training": oracle_stats}} if oracle_stats is not None else {}),
                 "sae_training": {str(k): v for k, v in sae_stats.items()},
                 "timings": timings,
                 "measured": measured,

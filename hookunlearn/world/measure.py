@@ -146,6 +146,11 @@ def measure_world(
         "knowledge": measure_knowledge(model, data_dir, batch_size=batch_size),
         "saes": {},
     }
+    oracle_dir = world_path / "oracle"
+    if (oracle_dir / "config.json").is_file():
+        say("oracle: entity QA and multiple choice")
+        oracle = load_model(oracle_dir, device="cpu")
+        result["oracle"] = {"knowledge": measure_knowledge(oracle, data_dir, batch_size=batch_size)}
     available = sorted(int(p.name.removeprefix("layer_")) for p in (world_path / "saes").glob("layer_*"))
     for layer in layers if layers is not None else available:
         say(f"SAE at layer {layer}")

@@ -19,9 +19,19 @@ EVAL_SUITES: tuple[str, ...] = (
 
 
 def model_path(rest: str) -> Path:
-    if rest not in ("", "model"):
-        raise HookunlearnError(f"model spec 'world:{rest}': the world's model is 'world'.")
-    return assets.world_model_dir()
+    if rest in ("", "model"):
+        return assets.world_model_dir()
+    if rest == "oracle":
+        from hookunlearn.world.oracle import ORACLE_DIR
+
+        path = assets.world_dir() / ORACLE_DIR
+        if not (path / "config.json").is_file():
+            raise HookunlearnError(
+                f"model spec 'world:oracle': the world at {assets.world_dir()} has no oracle; "
+                "train one with `hookunlearn world oracle`."
+            )
+        return path
+    raise HookunlearnError(f"model spec 'world:{rest}': the world's models are 'world' and 'world:oracle'.")
 
 
 def sae_path(rest: str) -> Path:
@@ -39,4 +49,5 @@ def defaults() -> PluginDefaults:
     return PluginDefaults(
         sae_specs=tuple(f"world:{layer}" for layer in assets.world_sae_layers()),
         eval_suites=EVAL_SUITES,
+        oracle="world:oracle",
     )

@@ -32,7 +32,7 @@ def test_eval_with_suites_and_a_baseline_writes_a_full_report(quick_world: Path,
     assert result.exit_code == 0, result.output
     assert "baseline" not in result.stderr if hasattr(result, "stderr") else True
     report = json.loads((second / "report.json").read_text())
-    assert report["report_version"] == 2
+    assert report["report_version"] == 3
     names = {"entity_qa", "perplexity_heldout_text", "jailbreak_mc_hazard"}
     assert set(report["evaluated"]["results"]) == names == set(report["baseline"]["results"])
     # the same model against its own earlier report: every delta is zero

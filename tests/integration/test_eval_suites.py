@@ -223,7 +223,7 @@ def test_report_compares_reuses_validates_and_renders(model, quick_world: Path, 
     ("mutate", "message"),
     [
         (lambda d: d.pop("report_version"), "report_version is missing"),
-        (lambda d: d.update(report_version=1), "reads version 2"),
+        (lambda d: d.update(report_version=1), "reads versions 2, 3"),
         (lambda d: d["evaluated"].pop("results"), r"evaluated.results must be an object"),
         (lambda d: d["evaluated"]["results"]["counting"].update(version="1"), r"\.version must be int"),
         (

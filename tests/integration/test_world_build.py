@@ -79,7 +79,7 @@ def test_eval_cli_writes_report(quick_world: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, argv)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["report_version"] == 2
+    assert report["report_version"] == 3
     results = report["evaluated"]["results"]
     assert results["mc_hazard"]["n"]["accuracy"] == 20
     assert results["mc_hazard"]["config"]["protocol"] == "continuation"
