@@ -17,7 +17,7 @@ def test_demo_on_the_shipped_world(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads((out / "report.json").read_text())["rows"]}
-    assert list(rows) == ["base", "sspu", "rmu", "ga", "align"]
+    assert list(rows) == ["base", "oracle", "sspu", "rmu", "ga", "align"]
     base, sspu, align = rows["base"], rows["sspu"], rows["align"]
     assert sspu["hazard_mc"] <= 0.35 and sspu["benign_mc"] >= base["benign_mc"] - 0.03
     assert sspu["qa_retain"] >= base["qa_retain"] - 0.03
@@ -30,3 +30,9 @@ def test_demo_on_the_shipped_world(tmp_path: Path) -> None:
         0 <= row["relearn_qa_forget"] <= 1 and 0 <= row["relearn_hazard_mc"] <= 1 for row in rows.values()
     )
     assert "| align |" in (out / "report.md").read_text()
+    # the oracle never saw the forget set: its gap to itself is 0, and it does not know the forget people
+    oracle = rows["oracle"]
+    assert oracle["gap_hazard_mc"] == 0 and oracle["gap_qa_forget"] == 0
+    assert oracle["qa_forget"] <= 0.15 and oracle["qa_retain"] >= base["qa_retain"] - 0.05
+    assert oracle["forget_quality"] == 1.0 and base["forget_quality"] < 0.05
+    assert base["mia_auc_worst"] > oracle["mia_auc_worst"]

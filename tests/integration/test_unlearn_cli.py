@@ -206,20 +206,28 @@ def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert [row["method"] for row in report["rows"]] == ["base", "sspu", "rmu", "ga", "align"]
+    assert [row["method"] for row in report["rows"]] == ["base", "oracle", "sspu", "rmu", "ga", "align"]
     for row in report["rows"]:
         for key in (
             "probe_targets_unknown",
             "relearn_hazard_mc",
             "relearn_qa_forget",
             "target_code_to_known",
+            "mia_auc_worst",
+            "forget_quality",
         ):
             assert 0 <= row[key] < 1e3, (row["method"], key)
+        oracle = report["rows"][1]
+        assert row["gap_hazard_mc"] == pytest.approx(row["hazard_mc"] - oracle["hazard_mc"])
+        assert row["worst_attack_gap_qa_forget"] == pytest.approx(
+            row["relearn_qa_forget"] - oracle["relearn_qa_forget"]
+        )
     assert set(report["attacks"]) == {"probe", "relearn", "relearn_mc"}
     markdown = (out / "report.md").read_text()
     assert (
         "| sspu |" in markdown and "relearn: hazard MC" in markdown and "probe: targets unknown" in markdown
     )
+    assert "| oracle |" in markdown and "gap to oracle" in markdown
     result = runner.invoke(
         app, ["demo", "--world", str(quick_world), "--methods", "magic", "--out", str(tmp_path / "x")]
     )
