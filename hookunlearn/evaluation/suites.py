@@ -131,6 +131,7 @@ SUITE_MODULES: tuple[str, ...] = (
     "hookunlearn.evaluation.attacks",
     "hookunlearn.evaluation.gsm8k",
     "hookunlearn.evaluation.mia",
+    "hookunlearn.evaluation.robustness",
     "hookunlearn.evaluation.standard",
     "hookunlearn.evaluation.truthfulqa",
 )
