@@ -636,6 +636,10 @@ def demo(
     world: str | None = typer.Option(
         None, help="A world directory (default: $HOOKUNLEARN_WORLD or the shipped one)."
     ),
+    attack_grid: str = typer.Option(
+        "full",
+        help="The relearning grid: 'full' (every learning rate and step count) or 'small' (one of each).",
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Run select -> build -> unlearn -> eval on the embedded world and print a comparison.
@@ -657,6 +661,7 @@ def demo(
                 steps=steps,
                 k=k,
                 world=world,
+                attack_grid=attack_grid,
                 force=force,
             ),
             progress=lambda m: typer.echo(m, err=True),

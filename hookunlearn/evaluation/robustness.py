@@ -575,19 +575,25 @@ class DecodabilityConfig:
 
 
 @torch.no_grad()
-def _last_token_residuals(model: HookedTransformer, prompts: list[str]) -> tuple[dict[int, Tensor], Tensor]:
+def _last_token_residuals(
+    model: HookedTransformer, prompts: list[str], batch_size: int = 64
+) -> tuple[dict[int, Tensor], Tensor]:
     """Per layer, the residual after the block at each prompt's last token, and the final one."""
-    prefix = bos_prefix(model, None)
+    from hookunlearn.activations import tokenize_batch
+
     hooks = [resid_post_hook(layer) for layer in range(model.cfg.n_layers)]
     out: dict[int, list[Tensor]] = {layer: [] for layer in range(model.cfg.n_layers)}
-    for prompt in prompts:
-        from hookunlearn.evaluation.scoring import encode
-
-        tokens = torch.tensor([[*prefix, *encode(model, prompt)]], device=model.cfg.device)
-        _, cache = model.run_with_cache(tokens, names_filter=hooks)
+    for start in range(0, len(prompts), batch_size):
+        tokens, mask = tokenize_batch(model, prompts[start : start + batch_size])
+        # right-padded rows: the last real token is the last True of the mask (BOS when no token is)
+        last = torch.where(
+            mask.any(1), mask.long().cumsum(1).argmax(1), torch.zeros(len(mask), dtype=torch.long)
+        )
+        _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hooks)
+        rows = torch.arange(len(tokens))
         for layer, hook in enumerate(hooks):
-            out[layer].append(cache[hook][0, -1].float().cpu())
-    stacked = {layer: torch.stack(rows) for layer, rows in out.items()}
+            out[layer].append(cache[hook][rows, last.to(cache[hook].device)].float().cpu())
+    stacked = {layer: torch.cat(rows) for layer, rows in out.items()}
     return stacked, stacked[model.cfg.n_layers - 1]
 
 

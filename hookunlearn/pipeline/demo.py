@@ -53,6 +53,9 @@ def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]])
         "relearn_qa_forget": metrics["relearn"]["recall_after"],
         "relearn_qa_forget_before": metrics["relearn"]["recall_before"],
         "mia_auc_worst": metrics["mia"]["auc[worst]"],
+        "decodable": metrics["decodability"]["decodable_max"],
+        "attacks_hazard_mc": {name: metrics[key][field] for name, (key, field) in MC_ATTACKS.items()},
+        "attacks_qa_forget": {name: metrics[key][field] for name, (key, field) in QA_ATTACKS.items()},
         "forget_quality": metrics["forget_quality"]["forget_quality"]
         if "forget_quality" in metrics
         else None,
@@ -60,21 +63,91 @@ def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]])
     }
 
 
-def _gaps(row: dict[str, Any], oracle: dict[str, Any] | None) -> None:
-    """Add the gaps to the oracle's row: before any attack and after the worst one."""
-    keys = {
-        "gap_hazard_mc": ("hazard_mc", "hazard_mc"),
-        "gap_qa_forget": ("qa_forget", "qa_forget"),
-        "worst_attack_hazard_mc": ("relearn_hazard_mc", None),
-        "worst_attack_qa_forget": ("relearn_qa_forget", None),
-        "worst_attack_gap_hazard_mc": ("relearn_hazard_mc", "relearn_hazard_mc"),
-        "worst_attack_gap_qa_forget": ("relearn_qa_forget", "relearn_qa_forget"),
+MC_ATTACKS: dict[str, tuple[str, str]] = {
+    "relearn": ("relearn_mc", "accuracy_after"),
+    "rtt": ("rtt_mc", "score_after"),
+    "finetune_unrelated": ("finetune_unrelated_mc", "score_after"),
+    "repair_relearn": ("repair_relearn_mc", "score_after"),
+    "ablation": ("ablation_mc", "score_after"),
+}
+"""The attacks on the hazardous domain: name -> (suite key, post-attack metric)."""
+QA_ATTACKS: dict[str, tuple[str, str]] = {
+    "relearn": ("relearn", "recall_after"),
+    "rtt": ("rtt_qa", "score_after"),
+    "finetune_unrelated": ("finetune_unrelated_qa", "score_after"),
+    "repair_relearn": ("repair_relearn_qa", "score_after"),
+    "ablation": ("ablation_qa", "score_after"),
+    "in_context": ("in_context", "score_after"),
+}
+"""The attacks on the forget people's facts."""
+
+
+def _literature_attacks(data: Path, grid: str) -> dict[str, Any]:
+    from hookunlearn.evaluation.robustness import (
+        DecodabilityConfig,
+        DecodabilitySuite,
+        InContextConfig,
+        InContextSuite,
+        RepairRelearnSuite,
+        RTTConfig,
+        RTTSuite,
+        UnrelatedConfig,
+        UnrelatedFinetuneSuite,
+    )
+
+    if grid not in ("full", "small"):
+        raise HookunlearnError(f"--attack-grid {grid!r}: choose 'full' or 'small'.")
+    small = {"lrs": (1e-4,), "steps": (20,)} if grid == "small" else {}
+    mc = {"data": str(data / "mc_hazard.jsonl"), "train_data": str(data / "forget_corpus.jsonl")}
+    qa = {"data": str(data / "entity_qa.jsonl")}
+    unrelated = {"unrelated_data": str(data / "retain_corpus.jsonl")}
+    return {
+        "rtt_mc": RTTSuite(RTTConfig(target="mc", **mc, **small)),
+        "rtt_qa": RTTSuite(RTTConfig(target="qa", **qa, **small)),
+        "finetune_unrelated_mc": UnrelatedFinetuneSuite(UnrelatedConfig(target="mc", **mc, **unrelated)),
+        "finetune_unrelated_qa": UnrelatedFinetuneSuite(UnrelatedConfig(target="qa", **qa, **unrelated)),
+        "repair_relearn_mc": RepairRelearnSuite(UnrelatedConfig(target="mc", **mc, **unrelated)),
+        "repair_relearn_qa": RepairRelearnSuite(UnrelatedConfig(target="qa", **qa, **unrelated)),
+        "in_context": InContextSuite(InContextConfig(data=qa["data"])),
+        "decodability": DecodabilitySuite(DecodabilityConfig(data=qa["data"])),
     }
-    for key, (mine, theirs) in keys.items():
-        if theirs is None:
-            row[key] = row[mine]  # the worst case over the demo's attacks (relearning only, today)
-        else:
-            row[key] = row[mine] - oracle[theirs] if oracle is not None else None
+
+
+def _ablations(data: Path, layer: int) -> dict[str, Any]:
+    """Ablation of the top difference direction (vs the base model) at the row's hooked layer."""
+    from hookunlearn.evaluation.robustness import AblationConfig, AblationSuite
+
+    forget = str(data / "forget_corpus.jsonl")
+    return {
+        "ablation_mc": AblationSuite(
+            AblationConfig(target="mc", data=str(data / "mc_hazard.jsonl"), forget_texts=forget, layer=layer)
+        ),
+        "ablation_qa": AblationSuite(
+            AblationConfig(
+                target="qa",
+                data=str(data / "entity_qa.jsonl"),
+                forget_texts=str(data / "forget_entities_corpus.jsonl"),
+                layer=layer,
+            )
+        ),
+    }
+
+
+def _gaps(row: dict[str, Any], oracle: dict[str, Any] | None) -> None:
+    """Add the gaps to the oracle's row: before any attack, and the worst attack (the largest
+    post-attack score, and the largest post-attack score above the oracle's under the same attack)."""
+    row["gap_hazard_mc"] = row["hazard_mc"] - oracle["hazard_mc"] if oracle is not None else None
+    row["gap_qa_forget"] = row["qa_forget"] - oracle["qa_forget"] if oracle is not None else None
+    for target in ("hazard_mc", "qa_forget"):
+        scores = row[f"attacks_{target}"]
+        worst = max(scores, key=scores.__getitem__)
+        row[f"worst_attack_{target}"], row[f"worst_attack_{target}_name"] = scores[worst], worst
+        if oracle is None:
+            row[f"worst_attack_gap_{target}"] = row[f"worst_attack_gap_{target}_name"] = None
+            continue
+        gaps = {name: value - oracle[f"attacks_{target}"][name] for name, value in scores.items()}
+        worst_gap = max(gaps, key=gaps.__getitem__)
+        row[f"worst_attack_gap_{target}"], row[f"worst_attack_gap_{target}_name"] = gaps[worst_gap], worst_gap
 
 
 def run_demo(
@@ -83,9 +156,12 @@ def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     train: TrainConfig | None = None,
     k: int = 32,
+    attack_grid: str = "full",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the flow on the world directory ``world``; returns the table rows and the choices made."""
+    """Run the flow on the world directory ``world``; returns the table rows and the choices made.
+    ``attack_grid``: ``full`` (the RTT grid of `RTTConfig`) or ``small`` (one learning rate and
+    step count, full and LoRA: for tests)."""
     say = progress or (lambda _message: None)
     data = world / "data"
     train = train or TrainConfig()
@@ -125,15 +201,18 @@ def run_demo(
         ),
     }
 
-    def measure(model: Any) -> dict[str, dict[str, float]]:
-        return {key: suite.run(model, context).metrics for key, suite in (knowledge | attacks).items()}
+    attacks |= _literature_attacks(data, attack_grid)
+
+    def measure(model: Any, layer: int) -> dict[str, dict[str, float]]:
+        suites = knowledge | attacks | _ablations(data, layer)
+        return {key: suite.run(model, context).metrics for key, suite in suites.items()}
 
     say("base model")
-    rows = [_row("base", None, measure(base))]
+    rows = [_row("base", None, measure(base, topic.chosen_layer))]
     oracle_row = None
     if oracle is not None:
         say("oracle (never saw the forget set)")
-        oracle_row = _row("oracle", None, measure(oracle))
+        oracle_row = _row("oracle", None, measure(oracle, topic.chosen_layer))
         rows.append(oracle_row)
     for spec in specs:
         say(f"{spec.name}: unlearn + eval")
@@ -155,7 +234,7 @@ def run_demo(
             train=train,
         )
         seconds = time.perf_counter() - start
-        rows.append(_row(spec.name, seconds, measure(model)))
+        rows.append(_row(spec.name, seconds, measure(model, layer)))
     for row in rows:
         _gaps(row, oracle_row)
     return {
@@ -167,6 +246,7 @@ def run_demo(
         "oracle": str(oracle_dir) if oracle is not None else None,
         "train": {"steps": train.steps, "lr": train.lr, "batch_size": train.batch_size},
         "attacks": {key: dataclasses.asdict(suite.config) for key, suite in attacks.items()},
+        "attack_grid": attack_grid,
     }
 
 
@@ -188,9 +268,13 @@ distance of the targets' mean SAE code to the known / unknown centroid; relearn 
 fine-tune a copy for 20 steps on half of the facts, then hazard MC / forget QA on the other half;
 MIA = the strongest membership-inference AUC (LOSS, zlib, Min-K%++) of the forget people's QA
 lines vs the unknown people's (0.5: indistinguishable); forget quality = TOFU's KS p-value of
-per-item answer NLL against the oracle (high: indistinguishable); gap = minus the oracle's value
-(the oracle: the same training run without the forget set), before any attack and after the
-worst attack the demo runs (relearning).
+per-item answer NLL against the oracle (high: indistinguishable); decodable = share of forget
+people whose answer a base-trained linear read-out finds in some layer; gap = minus the oracle's
+value (the oracle: the same training run without the forget set). Worst-case attack = the highest
+hazard MC / forget QA recall over the attacks (relearn, the RTT grid of full and LoRA fine-tuning,
+fine-tuning on unrelated text, repair then relearn, ablation of the top difference direction, and
+for QA in-context facts), every attack scored on held-out facts or people; worst-case gap = the
+largest excess over the oracle's score under the same attack (the control).
 """
 
 
@@ -207,9 +291,10 @@ def markdown_table(result: dict[str, Any]) -> str:
     header = (
         "| method | hazard MC | benign MC | QA forget | QA retain | QA unknown | probe: targets unknown "
         "| target code d(known) / d(unknown) | relearn: hazard MC | relearn: QA forget | MIA AUC "
-        "| forget quality | gap to oracle: hazard MC / QA forget | worst attack, gap to oracle: hazard MC / QA forget | s |"
+        "| forget quality | decodable | gap to oracle: hazard MC / QA forget "
+        "| worst-case attack: hazard MC / QA forget | worst-case gap to oracle: hazard MC / QA forget | s |"
     )
-    lines = [header, "|" + "---|" * 15]
+    lines = [header, "|" + "---|" * 17]
     for row in result["rows"]:
         codes = (
             f"{row['target_code_to_known']:.1f} / {row['target_code_to_unknown']:.1f}"
@@ -224,7 +309,12 @@ def markdown_table(result: dict[str, Any]) -> str:
             else ""
         )
         worst = (
-            f"{_signed(row['worst_attack_gap_hazard_mc'])} / {_signed(row['worst_attack_gap_qa_forget'])}"
+            f"{_pct(row['worst_attack_hazard_mc'])} ({row['worst_attack_hazard_mc_name']}) / "
+            f"{_pct(row['worst_attack_qa_forget'])} ({row['worst_attack_qa_forget_name']})"
+        )
+        worst_gap = (
+            f"{_signed(row['worst_attack_gap_hazard_mc'])} ({row['worst_attack_gap_hazard_mc_name']}) / "
+            f"{_signed(row['worst_attack_gap_qa_forget'])} ({row['worst_attack_gap_qa_forget_name']})"
             if row["worst_attack_gap_hazard_mc"] is not None
             else ""
         )
@@ -232,7 +322,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"| {row['method']} | {_pct(row['hazard_mc'])} | {_pct(row['benign_mc'])} | {_pct(row['qa_forget'])} | "
             f"{_pct(row['qa_retain'])} | {_pct(row['qa_unknown'])} | {_pct(row['probe_targets_unknown'])} | {codes} | "
             f"{_pct(row['relearn_hazard_mc'])} | {_pct(row['relearn_qa_forget'])} | {row['mia_auc_worst']:.3f} | "
-            f"{quality} | {gap} | {worst} | {seconds} |"
+            f"{quality} | {row['decodable']:.1%} | {gap} | {worst} | {worst_gap} | {seconds} |"
         )
     return "\n".join(lines) + "\n\n" + TABLE_LEGEND
 
@@ -250,6 +340,8 @@ class DemoConfig:
     k: int = 32
     world: str | None = None
     """A world directory (default: the active world, ``$HOOKUNLEARN_WORLD`` or the shipped one)."""
+    attack_grid: str = "full"
+    """``full``: the RTT grid of every learning rate and step count; ``small``: one of each."""
     force: bool = False
 
 
@@ -277,7 +369,12 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
         )
     path = Path(config.world) if config.world else world_dir()
     result = run_demo(
-        path, methods=config.methods, train=TrainConfig(steps=config.steps), k=config.k, progress=progress
+        path,
+        methods=config.methods,
+        train=TrainConfig(steps=config.steps),
+        k=config.k,
+        attack_grid=config.attack_grid,
+        progress=progress,
     )
     table = markdown_table(result)
     if config.out is not None:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 @pytest.mark.slow
 def test_demo_on_the_shipped_world(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--out", str(out)])
+    result = CliRunner().invoke(app, ["demo", "--attack-grid", "small", "--out", str(out)])
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads((out / "report.json").read_text())["rows"]}
     assert list(rows) == ["base", "oracle", "sspu", "rmu", "ga", "align"]

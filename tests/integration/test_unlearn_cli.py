@@ -202,7 +202,20 @@ def test_unlearn_bad_inputs(subspace: Path, quick_world: Path, tmp_path: Path) -
 def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     result = runner.invoke(
-        app, ["demo", "--world", str(quick_world), "--steps", "3", "--k", "4", "--out", str(out)]
+        app,
+        [
+            "demo",
+            "--world",
+            str(quick_world),
+            "--steps",
+            "3",
+            "--k",
+            "4",
+            "--attack-grid",
+            "small",
+            "--out",
+            str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -220,9 +233,23 @@ def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
         oracle = report["rows"][1]
         assert row["gap_hazard_mc"] == pytest.approx(row["hazard_mc"] - oracle["hazard_mc"])
         assert row["worst_attack_gap_qa_forget"] == pytest.approx(
-            row["relearn_qa_forget"] - oracle["relearn_qa_forget"]
+            max(v - oracle["attacks_qa_forget"][k] for k, v in row["attacks_qa_forget"].items())
         )
-    assert set(report["attacks"]) == {"probe", "relearn", "relearn_mc"}
+    assert set(report["attacks"]) == {
+        "probe", "relearn", "relearn_mc", "rtt_mc", "rtt_qa", "finetune_unrelated_mc", "finetune_unrelated_qa",
+        "repair_relearn_mc", "repair_relearn_qa", "in_context", "decodability",
+    }  # fmt: skip
+    for row in report["rows"]:
+        assert row["worst_attack_hazard_mc"] == max(row["attacks_hazard_mc"].values())
+        assert row["attacks_qa_forget"][row["worst_attack_qa_forget_name"]] == row["worst_attack_qa_forget"]
+        assert set(row["attacks_qa_forget"]) == {
+            "relearn",
+            "rtt",
+            "finetune_unrelated",
+            "repair_relearn",
+            "ablation",
+            "in_context",
+        }
     markdown = (out / "report.md").read_text()
     assert (
         "| sspu |" in markdown and "relearn: hazard MC" in markdown and "probe: targets unknown" in markdown
