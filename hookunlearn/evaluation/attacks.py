@@ -280,6 +280,7 @@ def _description(config: JailbreakConfig) -> str:
 @register
 class JailbreakSuite(Suite):
     name: ClassVar[str] = "jailbreak"
+    attack: ClassVar[tuple[str, str]] = ("malicious_accuracy", "mc")
     version: ClassVar[int] = 1
     Config: ClassVar[type] = JailbreakConfig
     summary: ClassVar[str] = (
@@ -512,6 +513,7 @@ class RelearnConfig:
 @register
 class RelearnSuite(Suite):
     name: ClassVar[str] = "relearn"
+    attack: ClassVar[tuple[str, str]] = ("recall_after", "qa")
     version: ClassVar[int] = 1
     Config: ClassVar[type] = RelearnConfig
     summary: ClassVar[str] = (
@@ -607,6 +609,7 @@ class RelearnMCSuite(Suite):
     *other* facts."""
 
     name: ClassVar[str] = "relearn_mc"
+    attack: ClassVar[tuple[str, str]] = ("accuracy_after", "mc")
     version: ClassVar[int] = 1
     Config: ClassVar[type] = RelearnMCConfig
     summary: ClassVar[str] = (

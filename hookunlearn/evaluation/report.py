@@ -88,6 +88,25 @@ class EvalReport:
                 out.append((name, metric, reference, value, delta, result.n.get(metric, 0)))
         return out
 
+    def worst_case(self) -> dict[str, dict[str, Any]]:
+        """Per attack target (``mc``, ``qa``): the attack with the highest post-attack score on the
+        evaluated model, its value, and the oracle's under the same attack (None without one)."""
+        from hookunlearn.evaluation.suites import get_suite
+
+        oracle = self.oracle.results if self.oracle is not None else {}
+        worst: dict[str, dict[str, Any]] = {}
+        for name, result in self.evaluated.results.items():
+            attack = get_suite(result.suite).attack if result.suite in _known_suites() else None
+            if attack is None or attack[0] not in result.metrics:
+                continue
+            metric, default_target = attack
+            target = str(result.config.get("target") or default_target)
+            value = result.metrics[metric]
+            at_oracle = oracle[name].metrics.get(metric) if name in oracle else None
+            if target not in worst or value > worst[target]["value"]:
+                worst[target] = {"suite": name, "metric": metric, "value": value, "oracle": at_oracle}
+        return worst
+
     def table(self) -> list[dict[str, Any]]:
         """One row per metric: suite, metric, base, value, delta, oracle, gap (value - oracle), n;
         absent comparisons are None."""
@@ -102,6 +121,12 @@ class EvalReport:
                  "oracle": at_oracle, "gap": gap, "n": n}
             )  # fmt: skip
         return out
+
+
+def _known_suites() -> set[str]:
+    from hookunlearn.evaluation.suites import suite_names
+
+    return set(suite_names())
 
 
 def run_suites(
@@ -320,6 +345,17 @@ def to_markdown(report: EvalReport) -> str:
                 f"No {label} value for {', '.join(missing)}: the {role} report has no result with the same "
                 "suite version and config."
             )
+    worst = report.worst_case()
+    if worst:
+        lines += ["", "Worst case over the attacks (the highest post-attack score, per target):", ""]
+        for target, item in sorted(worst.items()):
+            oracle_text = (
+                f" (oracle under the same attack: {_fmt(item['oracle'])})"
+                if item["oracle"] is not None
+                else ""
+            )
+            lines.append(f"- {target}: {item['suite']} {item['metric']} = {_fmt(item['value'])}{oracle_text}")
+        lines.append("")
     if report.train_log:
         lines.append("Loss curves of the unlearning run: plots/train_loss.png.")
     return "\n".join(lines) + "\n"

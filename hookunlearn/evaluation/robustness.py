@@ -265,6 +265,7 @@ class RTTConfig:
 @register
 class RTTSuite(Suite):
     name: ClassVar[str] = "rtt"
+    attack: ClassVar[tuple[str, str]] = ("score_after", "mc")
     summary: ClassVar[str] = (
         "RTT relearning grid (lr x steps, full and LoRA): fine-tune on half the forget set, score the other half."
     )
@@ -348,6 +349,7 @@ def _unrelated(config: UnrelatedConfig) -> list[str]:
 @register
 class UnrelatedFinetuneSuite(Suite):
     name: ClassVar[str] = "finetune_unrelated"
+    attack: ClassVar[tuple[str, str]] = ("score_after", "mc")
     summary: ClassVar[str] = (
         "Fine-tune on unrelated (retain/generic) text only, then score the held-out forget set."
     )
@@ -372,6 +374,7 @@ class UnrelatedFinetuneSuite(Suite):
 @register
 class RepairRelearnSuite(Suite):
     name: ClassVar[str] = "repair_relearn"
+    attack: ClassVar[tuple[str, str]] = ("score_after", "mc")
     summary: ClassVar[str] = (
         "Repair on generic text, then relearn on half the forget set; score the other half."
     )
@@ -459,6 +462,7 @@ def ablated(model: HookedTransformer, hook: str, directions: Tensor) -> Iterator
 @register
 class AblationSuite(Suite):
     name: ClassVar[str] = "ablation"
+    attack: ClassVar[tuple[str, str]] = ("score_after", "mc")
     summary: ClassVar[str] = (
         "Project out the unlearning's directions at the hooked layer (diff vs base, or U_irr); score the forget set."
     )
@@ -524,6 +528,7 @@ class InContextConfig:
 @register
 class InContextSuite(Suite):
     name: ClassVar[str] = "in_context"
+    attack: ClassVar[tuple[str, str]] = ("score_after", "qa")
     summary: ClassVar[str] = (
         "Few-shot in-context attack: facts of half the forget people in the prompt, recall of the others."
     )

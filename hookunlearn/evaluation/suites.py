@@ -75,6 +75,10 @@ class Suite:
     version: ClassVar[int] = 1
     Config: ClassVar[type]
     summary: ClassVar[str] = ""
+    attack: ClassVar[tuple[str, str] | None] = None
+    """For an attack: (its post-attack metric, its default target: ``mc`` for a topic's MC accuracy,
+    ``qa`` for forget-people recall; a ``target`` config field overrides it). Reports take the
+    worst case over the attacks per target."""
     reusable_from_report: ClassVar[bool] = True
     """Whether a stored result can stand for the base model in a later report (False when the
     result depends on more than the suite's config, e.g. the probe's subspace)."""

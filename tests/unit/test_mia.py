@@ -54,3 +54,37 @@ def test_oracle_text_is_the_world_text_minus_the_forget_set() -> None:
         assert not any(sentence == text for fact in forget_facts for sentence in fact.sentences)
     share = forget_share(world)
     assert 0 < share["units"] < 0.5 and 0 < share["chars"] < 0.5
+
+
+def test_report_worst_case_takes_the_highest_post_attack_score_per_target() -> None:
+    from hookunlearn.evaluation.report import EvalReport, ModelResults, to_markdown
+    from hookunlearn.evaluation.suites import SuiteResult
+
+    def result(suite: str, name: str, metrics: dict, config: dict | None = None) -> SuiteResult:
+        return SuiteResult(suite, name, 1, config or {}, metrics)
+
+    evaluated = ModelResults(
+        {"spec": "m"},
+        {
+            "rtt_qa": result("rtt", "rtt_qa", {"score_before": 0.0, "score_after": 0.6}, {"target": "qa"}),
+            "relearn_entity_qa": result("relearn", "relearn_entity_qa", {"recall_after": 0.9}),
+            "relearn_mc_hazard": result("relearn_mc", "relearn_mc_hazard", {"accuracy_after": 0.7}),
+            "entity_qa": result("qa", "entity_qa", {"recall[forget]": 0.99}),
+        },
+    )
+    oracle = ModelResults(
+        {"spec": "o"}, {"relearn_entity_qa": result("relearn", "relearn_entity_qa", {"recall_after": 0.1})}
+    )
+    report = EvalReport(evaluated, oracle=oracle)
+    worst = report.worst_case()
+    assert worst["qa"] == {
+        "suite": "relearn_entity_qa",
+        "metric": "recall_after",
+        "value": 0.9,
+        "oracle": 0.1,
+    }
+    assert worst["mc"]["suite"] == "relearn_mc_hazard" and worst["mc"]["oracle"] is None
+    assert (
+        "- qa: relearn_entity_qa recall_after = 0.900 (oracle under the same attack: 0.100)"
+        in to_markdown(report)
+    )
