@@ -812,6 +812,11 @@ def world_info(
         None, help="A world directory (default: $HOOKUNLEARN_WORLD or the shipped one)."
     ),
     saes: bool = typer.Option(True, "--saes/--no-saes", help="Also measure the SAEs (quality, latents)."),
+    attacks: bool = typer.Option(
+        False,
+        "--attacks",
+        help="Also run the forgetting measures and attacks on the model and its oracle (~2 min).",
+    ),
     json_out: str | None = typer.Option(
         None, "--json", help="Also write the measurements to this JSON file."
     ),
@@ -835,7 +840,10 @@ def world_info(
         for key, value in summary.items():
             typer.echo(f"  {key}: {value}")
         measured = measure_world(
-            path, layers=None if saes else [], progress=lambda m: typer.echo(f"measuring: {m}", err=True)
+            path,
+            layers=None if saes else [],
+            attacks=attacks,
+            progress=lambda m: typer.echo(f"measuring: {m}", err=True),
         )
         _print_world_measurements(measured)
         if json_out:
@@ -865,6 +873,8 @@ def _print_world_measurements(measured: dict) -> None:
         rows += [
             (f"MC {domain} (continuation)", split, f"{v:.3f}") for split, v in result["by_split"].items()
         ]
+    for label, scores in measured.get("attacks", {}).items():
+        rows.append((label, "model / oracle", f"{scores['model']:.3f} / {scores['oracle']:.3f}"))
     for layer, sae in measured.get("saes", {}).items():
         quality = sae["quality"]
         rows.append((f"SAE layer {layer}", "explained variance", f"{quality['explained_variance']:.3f}"))

@@ -132,9 +132,12 @@ def measure_world(
     model: HookedTransformer | None = None,
     layers: Sequence[int] | None = None,
     batch_size: int = 64,
+    attacks: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """All of the above for a world directory (``data/``, ``model/``, ``saes/layer_L``)."""
+    """All of the above for a world directory (``data/``, ``model/``, ``saes/layer_L``, and
+    ``oracle/`` when it has one); ``attacks``: also the forgetting measures and attack suites on
+    the model and the oracle (`attack_measurements`)."""
     from hookunlearn.models import load_model
     from hookunlearn.saes import load_sae
 
@@ -151,9 +154,50 @@ def measure_world(
         say("oracle: entity QA and multiple choice")
         oracle = load_model(oracle_dir, device="cpu")
         result["oracle"] = {"knowledge": measure_knowledge(oracle, data_dir, batch_size=batch_size)}
+        if attacks:
+            say("attacks on the model and the oracle")
+            result["attacks"] = attack_measurements(model, oracle, data_dir, batch_size=batch_size)
     available = sorted(int(p.name.removeprefix("layer_")) for p in (world_path / "saes").glob("layer_*"))
     for layer in layers if layers is not None else available:
         say(f"SAE at layer {layer}")
         sae = load_sae(world_path / "saes" / f"layer_{layer}", model)
         result["saes"][str(layer)] = measure_sae(model, sae, data_dir, batch_size=batch_size)
     return result
+
+
+def attack_measurements(
+    model: HookedTransformer, oracle: HookedTransformer, data_dir: Path, *, batch_size: int = 64
+) -> dict[str, dict[str, float]]:
+    """Membership inference, forget quality, decodability and every attack suite (world data,
+    default settings) on ``model`` and on ``oracle``: ``{suite: {"model": score, "oracle": score}}``
+    with each suite's headline metric (an attack's post-attack score)."""
+    from hookunlearn.evaluation.suites import EvalContext, parse_suite_spec
+
+    qa, mc = data_dir / "entity_qa.jsonl", data_dir / "mc_hazard.jsonl"
+    corpus, retain = data_dir / "forget_corpus.jsonl", data_dir / "retain_corpus.jsonl"
+    specs = {
+        "mia (auc[worst])": (f"mia:members={qa},nonmembers={qa}", "auc[worst]"),
+        "forget_quality": (f"forget_quality:data={qa}", "forget_quality"),
+        "decodability (decodable_max)": (f"decodability:data={qa}", "decodable_max"),
+        "relearn: forget QA": (f"relearn:data={qa}", "recall_after"),
+        "relearn_mc: hazard MC": (f"relearn_mc:data={mc},train_data={corpus}", "accuracy_after"),
+        "rtt: hazard MC": (f"rtt:target=mc,data={mc},train_data={corpus}", "score_after"),
+        "rtt: forget QA": (f"rtt:target=qa,data={qa}", "score_after"),
+        "finetune_unrelated: hazard MC": (
+            f"finetune_unrelated:target=mc,data={mc},train_data={corpus},unrelated_data={retain}",
+            "score_after",
+        ),
+        "repair_relearn: hazard MC": (
+            f"repair_relearn:target=mc,data={mc},train_data={corpus},unrelated_data={retain}",
+            "score_after",
+        ),
+        "in_context: forget QA": (f"in_context:data={qa}", "score_after"),
+    }
+    context = EvalContext(batch_size=batch_size, baseline=model, oracle=oracle)
+    out: dict[str, dict[str, float]] = {}
+    for label, (spec, metric) in specs.items():
+        suite = parse_suite_spec(spec)
+        out[label] = {
+            name: suite.run(m, context).metrics[metric] for name, m in (("model", model), ("oracle", oracle))
+        }
+    return out

@@ -154,3 +154,13 @@ def test_forget_quality_needs_an_oracle_and_is_one_against_itself(quick_world: P
     oracle = load_model(quick_world / "oracle")
     metrics = suite.run(model, EvalContext(oracle=oracle)).metrics
     assert 0.0 <= metrics["forget_quality"] <= 1.0 and metrics["ks_statistic"] > 0
+
+
+def test_world_info_reports_the_oracle_and_its_attacks(quick_world: Path) -> None:
+    result = runner.invoke(app, ["world", "info", "--world", str(quick_world), "--no-saes", "--attacks"])
+    assert result.exit_code == 0, result.output
+    assert "oracle: entity QA recall" in result.output and "oracle: MC hazard (continuation)" in result.output
+    for label in ("mia (auc[worst])", "forget_quality", "rtt: hazard MC", "in_context: forget QA"):
+        assert label in result.output
+    line = next(row for row in result.output.splitlines() if row.startswith("forget_quality"))
+    assert line.split()[-1] == "1.000"  # the oracle against itself
