@@ -1,5 +1,5 @@
-"""`hookunlearn demo` on the shipped world, end to end through the CLI: the table holds every
-method and column, and the two seed methods meet their issue targets inside the demo too."""
+"""`hookunlearn demo` on the shipped world, end to end through the CLI: the two seed methods meet
+their issue targets inside the demo too, and the oracle row behaves as the gold standard."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ from typer.testing import CliRunner
 @pytest.mark.slow
 def test_demo_on_the_shipped_world(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--attack-grid", "small", "--out", str(out)])
+    # the two seed methods only (every method and column runs on the quick world in test_unlearn_cli)
+    result = CliRunner().invoke(
+        app, ["demo", "--methods", "sspu,align", "--attack-grid", "small", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     rows = {row["method"]: row for row in json.loads((out / "report.json").read_text())["rows"]}
-    assert list(rows) == ["base", "oracle", "sspu", "rmu", "ga", "align"]
+    assert list(rows) == ["base", "oracle", "sspu", "align"]
     base, sspu, align = rows["base"], rows["sspu"], rows["align"]
     assert sspu["hazard_mc"] <= 0.35 and sspu["benign_mc"] >= base["benign_mc"] - 0.03
     assert sspu["qa_retain"] >= base["qa_retain"] - 0.03
