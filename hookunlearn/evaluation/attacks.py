@@ -365,6 +365,7 @@ def relearn(
     *,
     prompts: Sequence[str] | None = None,
     trainable: Sequence[str] = (),
+    copy_model: bool = True,
 ) -> RelearnResult:
     """Fine-tune a deep copy of ``model`` on ``texts`` with AdamW (no weight decay) and return it.
 
@@ -378,13 +379,14 @@ def relearn(
             answer after a question); None: every token after BOS counts.
         trainable: substrings of the parameter names to train (``mlp.W_out``, ``blocks.3.``);
             empty: every parameter.
+        copy_model: False trains ``model`` itself (for a caller that already holds a copy).
     """
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise HookunlearnError(
             f"relearn: steps={steps}, batch_size={batch_size}, lr={lr}; all must be positive."
         )
     data = _relearn_tokens(model, texts, prompts)
-    trained = copy.deepcopy(model)
+    trained = copy.deepcopy(model) if copy_model else model
     flags = {name: p.requires_grad for name, p in trained.named_parameters()}
     params = [
         p for name, p in trained.named_parameters() if not trainable or any(t in name for t in trainable)

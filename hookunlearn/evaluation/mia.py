@@ -42,22 +42,13 @@ from transformer_lens import HookedTransformer
 from hookunlearn.data import load_records
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
-from hookunlearn.evaluation.standard import check_limit, data_name, subset
+from hookunlearn.evaluation.standard import check_limit, data_name, filter_where, subset
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
 from hookunlearn.tokens import tokenize_texts
 
 
 def _filtered(spec: str, where: str | None) -> list[dict[str, Any]]:
-    records = load_records(spec)
-    if where:
-        column, sep, value = where.partition("=")
-        if not sep:
-            raise DataError(f"{spec}: where={where!r} must be COLUMN=VALUE.")
-        if records and column not in records[0]:
-            raise DataError(
-                f"{spec}: no column {column!r} for where={where!r}; columns: {', '.join(records[0])}."
-            )
-        records = [r for r in records if str(r.get(column)) == value]
+    records = filter_where(load_records(spec), where, spec)
     if not records:
         raise DataError(f"{spec}: no rows (after where={where!r}).")
     return records

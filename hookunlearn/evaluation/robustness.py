@@ -214,11 +214,11 @@ def relearn_lora(
     prompts: Sequence[str] | None = None,
 ) -> HookedTransformer:
     """`relearn` with LoRA: only the low-rank factors train."""
-    trained, params = lora_copy(model, rank, seed)
-    names = {id(p) for p in params}
-    for param in trained.parameters():
-        param.requires_grad_(id(param) in names)
-    result = relearn(trained, texts, steps, lr, batch_size, seed, prompts=prompts, trainable=(".A", ".B"))
+    trained, _ = lora_copy(model, rank, seed)
+    # `lora_copy` already copied: train that copy in place, its low-rank factors only
+    result = relearn(
+        trained, texts, steps, lr, batch_size, seed, prompts=prompts, trainable=(".A", ".B"), copy_model=False
+    )
     return result.model
 
 
@@ -432,8 +432,14 @@ class AblationConfig:
 
 @torch.no_grad()
 def _residuals(model: HookedTransformer, texts: list[str], hook: str) -> Float[Tensor, "n d_model"]:
+    from hookunlearn.activations import stop_layer_for
+
     data = tokenize_texts(model, texts)
-    _, cache = model.run_with_cache(data.tokens.to(model.cfg.device), names_filter=[hook])
+    _, cache = model.run_with_cache(
+        data.tokens.to(model.cfg.device),
+        names_filter=[hook],
+        stop_at_layer=stop_layer_for([hook], model.cfg.n_layers),
+    )
     return cache[hook][data.mask.to(model.cfg.device)].float().cpu()
 
 

@@ -41,6 +41,20 @@ def data_name(spec: str) -> str:
     return re.sub(r"[/:@]", "_", spec)
 
 
+def filter_where(records: list[dict[str, Any]], where: str | None, spec: str) -> list[dict[str, Any]]:
+    """Keep the rows whose column equals the value of ``where`` (``COLUMN=VALUE``; None keeps all)."""
+    if not where:
+        return records
+    column, sep, value = where.partition("=")
+    if not sep:
+        raise DataError(f"{spec}: where={where!r} must be COLUMN=VALUE.")
+    if records and column not in records[0]:
+        raise DataError(
+            f"{spec}: no column {column!r} for where={where!r}; columns: {', '.join(records[0])}."
+        )
+    return [r for r in records if str(r.get(column)) == value]
+
+
 def check_limit(suite: str, limit: int | None) -> None:
     if limit is not None and limit < 1:
         raise HookunlearnError(
@@ -289,16 +303,7 @@ class PerplexitySuite(Suite):
         from hookunlearn.tokens import tokenize_texts
 
         records = load_records(self.config.data)
-        if self.config.where:
-            column, sep, value = self.config.where.partition("=")
-            if not sep:
-                raise DataError(f"perplexity: where={self.config.where!r} must be COLUMN=VALUE.")
-            if records and column not in records[0]:
-                raise DataError(
-                    f"{self.config.data}: no column {column!r} for where={self.config.where!r}; "
-                    f"columns: {', '.join(records[0])}."
-                )
-            records = [r for r in records if str(r.get(column)) == value]
+        records = filter_where(records, self.config.where, self.config.data)
         records = subset(records, self.config.limit, self.config.seed)
         texts = [r.get(self.config.text_column) for r in records]
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
