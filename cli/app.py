@@ -323,6 +323,12 @@ def unlearn(
     option: list[str] = typer.Option(
         [], "--option", "-o", help="Method option KEY=VALUE (e.g. -o steering_coeff=50); repeatable."
     ),
+    stage: list[str] = typer.Option(
+        [],
+        "--stage",
+        help="A robustness stage NAME[:KEY=VALUE,...]: sam, lat, cir (change the method's run) or "
+        "distill (after it); repeatable, e.g. --stage lat:eps=4 --stage distill:alpha=0.5.",
+    ),
     steps: int = typer.Option(300, min=1, help="Optimiser steps."),
     lr: float = typer.Option(
         5e-3, help="AdamW learning rate (tuned on the world model; ~5e-5 for billion-parameter models)."
@@ -395,6 +401,7 @@ def unlearn(
                 trainable=tuple(x.strip() for x in trainable.split(",") if x.strip()),
                 trainable_layers=tuple(_parse_layers(trainable_layers)) if trainable_layers else None,
             ),
+            stages=tuple(stage),
             max_tokens=max_tokens,
             resume=resume,
             export=export,

@@ -16,13 +16,14 @@ checkpoint is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -31,6 +32,9 @@ from transformer_lens import HookedTransformer
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.objectives.base import Objective, StepInputs
 from hookunlearn.tokens import Batch, TokenData, batch_indices
+
+if TYPE_CHECKING:
+    from hookunlearn.robust.base import TrainerStage
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -102,6 +106,8 @@ class TrainResult:
     trainable: list[str] = field(default_factory=list)
     layer: int = 0
     resumed_from: int | None = None
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each trainer stage's added cost (counts of extra forward/backward passes)."""
 
     @property
     def final(self) -> dict[str, Any]:
@@ -120,8 +126,15 @@ class Trainer:
         forget: TokenData,
         retain: TokenData,
         config: TrainConfig,
+        stages: Sequence[TrainerStage] = (),
     ) -> None:
         self.model, self.objective, self.layer, self.config = model, objective, layer, config
+        self.stages = tuple(stages)
+        gradient_stages = [s.name for s in self.stages if s.computes_gradient]
+        if len(gradient_stages) > 1:
+            raise HookunlearnError(
+                f"stages {' and '.join(gradient_stages)} both compute the step's gradient; use one of them."
+            )
         self.forget, self.retain = forget, retain
         layers = config.trainable_layers
         if layers is None:
@@ -174,7 +187,14 @@ class Trainer:
 
     # --- forward passes ------------------------------------------------------------------
 
-    def _inputs(self, forget: Batch, retain: Batch) -> StepInputs:
+    def forget_prefix(self, forget: Batch) -> Tensor:
+        """The forget side's residual stream entering the first trained block (no grad)."""
+        with torch.no_grad():
+            return self.model(forget.tokens.to(self.model.cfg.device), stop_at_layer=self.first)
+
+    def _inputs(self, forget: Batch, retain: Batch, delta: Tensor | None = None) -> StepInputs:
+        """The loss's inputs at the current weights; ``delta`` is added to the forget side's
+        residual stream entering the first trained block (`hookunlearn.robust.lat`)."""
         model, device = self.model, self.model.cfg.device
         inputs = StepInputs(forget=forget, retain=retain)
         if self.objective.spec.kind == "activation":
@@ -185,14 +205,31 @@ class Trainer:
                 for offset, overrides in enumerate(self.reference_overrides):
                     block = model.blocks[self.first + offset]
                     reference = torch.func.functional_call(block, overrides, (reference,))
+            if delta is not None:
+                pre_forget = pre_forget + delta
             inputs.forget_resid = model(pre_forget, start_at_layer=self.first, stop_at_layer=self.layer + 1)
             inputs.retain_resid = model(pre_retain, start_at_layer=self.first, stop_at_layer=self.layer + 1)
             inputs.retain_resid_ref = reference
         else:
-            inputs.forget_logits = model(forget.tokens.to(device), return_type="logits")
+            if delta is None:
+                inputs.forget_logits = model(forget.tokens.to(device), return_type="logits")
+            else:
+                inputs.forget_logits = model(
+                    self.forget_prefix(forget) + delta, start_at_layer=self.first, return_type="logits"
+                )
             if self.objective.spec.retain:
                 inputs.retain_logits = model(retain.tokens.to(device), return_type="logits")
         return inputs
+
+    def losses(self, forget: Batch, retain: Batch, delta: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor]:
+        """The method's loss terms at the current weights, and the total (plus its regulariser)."""
+        losses = self.objective.loss(self._inputs(forget, retain, delta))
+        total = losses["loss"]
+        penalty = self.objective.regularize(dict(self.params), self.initial)
+        if penalty is not None:
+            total = total + penalty
+            losses["regularizer"] = penalty
+        return losses, total
 
     def _micro_batches(self, index: Tensor) -> list[Tensor]:
         return [chunk for chunk in index.chunk(self.config.grad_accum) if len(chunk)]
@@ -202,6 +239,9 @@ class Trainer:
     def run(self, *, out_dir: Path | None = None, progress: Progress | None = None) -> TrainResult:
         config = self.config
         start_time = time.perf_counter()
+        gradient_stage = next((stage for stage in self.stages if stage.computes_gradient), None)
+        for stage in self.stages:
+            stage.setup(self)
         log_file = (out_dir / "train_log.jsonl").open("a", encoding="utf-8") if out_dir else None
         try:
             while self.step < config.steps:
@@ -215,13 +255,16 @@ class Trainer:
                     zip(self._micro_batches(forget_index), self._micro_batches(retain_index), strict=False)
                 )
                 for forget_rows, retain_rows in chunks:
-                    inputs = self._inputs(self.forget.batch(forget_rows), self.retain.batch(retain_rows))
-                    losses = self.objective.loss(inputs)
-                    total = losses["loss"]
-                    penalty = self.objective.regularize(dict(self.params), self.initial)
-                    if penalty is not None:
-                        total = total + penalty
-                        losses["regularizer"] = penalty
+                    forget_batch, retain_batch = self.forget.batch(forget_rows), self.retain.batch(retain_rows)
+                    delta = None
+                    for stage in self.stages:
+                        found = stage.perturbation(self, forget_batch, self.forget_prefix(forget_batch))
+                        if found is not None:
+                            delta = found if delta is None else delta + found
+                    with contextlib.ExitStack() as stack:
+                        for stage in self.stages:
+                            stack.enter_context(stage.forward_context(self))
+                        losses, total = self.losses(forget_batch, retain_batch, delta)
                     if not torch.isfinite(total):
                         with torch.no_grad():
                             for name, p in self.params.items():
@@ -231,7 +274,14 @@ class Trainer:
                             "restored to the last good step (the last checkpoint on disk is intact). Lower --lr, "
                             "the steering coefficient or alpha."
                         )
-                    (total / len(chunks)).backward()
+                    if gradient_stage is None:
+                        (total / len(chunks)).backward()
+                    else:
+                        from hookunlearn.robust.base import MicroBatch
+
+                        gradient_stage.backward(
+                            self, MicroBatch(forget_batch, retain_batch, delta, losses, total, len(chunks))
+                        )
                     for key, value in losses.items():
                         terms[key] = terms.get(key, 0.0) + float(value.detach()) / len(chunks)
                     terms["total"] = terms.get("total", 0.0) + float(total.detach()) / len(chunks)
@@ -269,7 +319,13 @@ class Trainer:
                 log_file.close()
         for param in self.params.values():
             param.requires_grad_(False)
-        return TrainResult(self.step, self.log, list(self.params), self.layer)
+        return TrainResult(
+            self.step,
+            self.log,
+            list(self.params),
+            self.layer,
+            stages={stage.name: stage.cost() for stage in self.stages},
+        )
 
     # --- checkpoints ---------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ class Align(Objective):
             "to_unknown": to_unknown,
             "to_known": to_known.mean().detach(),
             "retain": retain,
+            "retain_term": self.config.alpha * retain,
         }
 
 

@@ -66,7 +66,9 @@ class Objective:
             self.spec = spec_for_module(type(self).__module__)
 
     def loss(self, inputs: StepInputs) -> dict[str, Tensor]:
-        """Loss terms; the ``"loss"`` entry is what is minimised."""
+        """Loss terms; the ``"loss"`` entry is what is minimised. A method with a retain term also
+        returns it, weighted and with its graph, as ``"retain_term"`` (so ``loss - retain_term`` is
+        the forget part, which `hookunlearn.robust.sam` and `hookunlearn.robust.cir` treat apart)."""
         raise NotImplementedError
 
     def regularize(self, params: dict[str, Tensor], initial: dict[str, Tensor]) -> Tensor | None:
@@ -95,4 +97,4 @@ def control_vector_loss(inputs: StepInputs, control: Tensor, alpha: float) -> di
     target = control.to(inputs.forget_resid.device).expand_as(inputs.forget_resid)
     forget = masked_mse(inputs.forget_resid, target, inputs.forget.mask)
     retain = masked_mse(inputs.retain_resid, inputs.retain_resid_ref, inputs.retain.mask)
-    return {"loss": forget + alpha * retain, "forget": forget, "retain": retain}
+    return {"loss": forget + alpha * retain, "forget": forget, "retain": retain, "retain_term": alpha * retain}

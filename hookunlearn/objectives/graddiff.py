@@ -25,6 +25,7 @@ class GradDiff(Objective):
         retain = mean_token_nll(inputs.retain_logits, inputs.retain.tokens, inputs.retain.mask)
         return {
             "loss": -forget + self.config.alpha * retain,
+            "retain_term": self.config.alpha * retain,
             "forget_nll": forget.detach(),
             "retain_nll": retain.detach(),
         }

@@ -45,7 +45,12 @@ class NPO(Objective):
         log_ratio = ref - nll
         npo = (2.0 / self.config.beta) * (-F.logsigmoid(-self.config.beta * log_ratio)).mean()
         retain = mean_token_nll(inputs.retain_logits, inputs.retain.tokens, inputs.retain.mask)
-        return {"loss": npo + self.config.alpha * retain, "npo": npo.detach(), "retain_nll": retain.detach()}
+        return {
+            "loss": npo + self.config.alpha * retain,
+            "npo": npo.detach(),
+            "retain_nll": retain.detach(),
+            "retain_term": self.config.alpha * retain,
+        }
 
 
 OBJECTIVE = NPO

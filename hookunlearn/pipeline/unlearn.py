@@ -34,6 +34,7 @@ from hookunlearn.hooks import resid_post_hook, trainer_layer
 from hookunlearn.objectives import MethodSpec, get_objective, method_spec
 from hookunlearn.objectives.base import ObjectiveContext
 from hookunlearn.options import config_from_options
+from hookunlearn.robust import StageRef
 from hookunlearn.subspace import Subspace
 from hookunlearn.tokens import (
     TokenData,
@@ -60,8 +61,10 @@ class UnlearnResult:
     changed: dict[str, float] = field(default_factory=dict)
     """Relative Frobenius change of each trained parameter."""
     initial: dict[str, torch.Tensor] = field(default_factory=dict)
-    """The trained parameters' values before unlearning (with the untouched rest of the model,
-    this is the base model: no second full copy is ever kept)."""
+    """The values before unlearning of every tensor the run changed (the trained parameters; every
+    tensor after ``distill``); with the untouched rest of the model, this is the base model."""
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    """Each robustness stage: name, options and its cost (extra passes; distill's compute)."""
 
 
 def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -121,8 +124,17 @@ def unlearn_model(
     out_dir: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    stages: Sequence[StageRef | str] = (),
+    world_dir: Path | None = None,
 ) -> UnlearnResult:
-    """Edit ``model`` in place with ``method``; see the module docstring for the data it reads."""
+    """Edit ``model`` in place with ``method`` and then the robustness ``stages``
+    (`hookunlearn.robust.STAGES`; ``trainer`` stages change the method's run, ``after`` stages
+    run on its result); see the module docstring for the data it reads. ``world_dir``: the world
+    the model comes from (the default data of ``distill``)."""
+    from hookunlearn.robust import check_stages, get_stage, stage_config
+    from hookunlearn.robust.base import StageContext
+
+    refs = check_stages(stages)
     objective_cls = get_objective(method)
     spec = objective_cls.spec
     config = method_config(method, options)
@@ -156,7 +168,15 @@ def unlearn_model(
         d_model=model.cfg.d_model, layer=layer, seed=train.seed, subspace=subspace, sae=sae, extra=extra
     )
     objective = objective_cls(config, context)
-    trainer = Trainer(model, objective, layer=layer, forget=forget_data, retain=retain_data, config=train)
+    stage_context = StageContext(subspace=subspace, seed=train.seed)
+    trainer_stages = [
+        get_stage(ref.name).STAGE(stage_config(ref), stage_context) for ref in refs if ref.spec.where == "trainer"
+    ]
+    after = [ref for ref in refs if ref.spec.where == "after"]
+    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if after else None
+    trainer = Trainer(
+        model, objective, layer=layer, forget=forget_data, retain=retain_data, config=train, stages=trainer_stages
+    )
     resumed_from = None
     if resume:
         if out_dir is None:
@@ -166,11 +186,24 @@ def unlearn_model(
         out_dir.mkdir(parents=True, exist_ok=True)
     result = trainer.run(out_dir=out_dir, progress=progress)
     result.resumed_from = resumed_from
-    changed = {
-        name: float(
-            (p.detach() - trainer.initial[name]).norm() / trainer.initial[name].norm().clamp(min=1e-12)
+    stage_records: list[dict[str, Any]] = [
+        {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": result.stages.get(ref.name, {})}
+        for ref in refs
+        if ref.spec.where == "trainer"
+    ]
+    for ref in after:
+        outcome = get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world_dir)
+        stage_records.append(
+            {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()}
         )
-        for name, p in trainer.params.items()
+    initial = trainer.initial
+    if base_state is not None:
+        current = model.state_dict()
+        initial = {k: v for k, v in base_state.items() if not torch.equal(v, current[k])}
+    changed = {
+        name: float((current_value - initial[name]).norm() / initial[name].norm().clamp(min=1e-12))
+        for name, current_value in model.state_dict().items()
+        if name in initial
     }
     return UnlearnResult(
         method=method,
@@ -180,7 +213,8 @@ def unlearn_model(
         train_config=dataclasses.asdict(train),
         state=objective.state(),
         changed=changed,
-        initial=trainer.initial,
+        initial=initial,
+        stages=stage_records,
     )
 
 
@@ -211,6 +245,8 @@ class UnlearnConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     """The method's (or intervention's) options, checked against its config."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    stages: tuple[str, ...] = ()
+    """Robustness stages, ``NAME[:KEY=VALUE,...]`` (`hookunlearn.robust.STAGES`), in order."""
     max_tokens: int | None = None
     resume: bool = False
     export: bool = True
@@ -294,6 +330,11 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         )
     else:
         method_config(config.method, config.options)
+    from hookunlearn.robust import check_stages
+
+    if config.stages and config.method in INTERVENTIONS:
+        raise HookunlearnError(f"--stage: {config.method} is an intervention (it trains nothing); stages need a method.")
+    check_stages(config.stages)
     subspace = Subspace.load(config.subspace) if config.subspace else None
     manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None
     spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
@@ -366,6 +407,8 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         out_dir=stage,
         resume=config.resume,
         progress=progress,
+        stages=config.stages,
+        world_dir=_world_dir(spec),
     )
     metadata = {
         "method": config.method,
@@ -374,6 +417,7 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         "layer": result.layer,
         "trained_parameters": result.train.trainable,
         "relative_change": result.changed,
+        "stages": result.stages,
         "inputs": {"subspace": config.subspace, "model": spec},
         "data": data,
     }
@@ -398,6 +442,7 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
             "method": config.method,
             "method_options": result.method_config,
             "train": result.train_config,
+            "stages": list(config.stages),
         },
         model=model_info(model).to_dict(),
         saes=[dict(subspace.sae)] if subspace is not None else [],
@@ -418,6 +463,17 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         shutil.rmtree(out)  # --force was checked before any work
     os.replace(stage, out)
     return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
+
+
+def _world_dir(model_spec: str) -> Path | None:
+    """The world directory when the model is the embedded world's (``distill``'s default data)."""
+    from hookunlearn.sources import plugin_of_model
+
+    if plugin_of_model(model_spec) != "world":
+        return None
+    from hookunlearn.world.assets import world_dir
+
+    return world_dir()
 
 
 def _write_intervention(

@@ -1,0 +1,123 @@
+"""Latent adversarial unlearning (Sheshadri et al. 2024, arXiv 2407.15549; code:
+aengusl/latent-adversarial-training, ``run_rmu`` and ``GDAdversary``).
+
+Targeted LAT trains the model to forget *under* an adversary that perturbs its hidden activations
+to bring the forgotten behaviour back. For RMU+LAT the reference, per batch:
+
+1. starts a fresh perturbation at zero on the residual stream after one layer (their layer 7,
+   just below RMU's hooked layer 8, inside the trained layers 6-8), on every forget-text token;
+2. runs 16 steps of AdamW (lr 5e-2) on the perturbation, minimising the cross-entropy of the
+   forget text ("toward"), projecting after each step onto a per-token L2 ball of radius 2;
+3. computes the unlearning loss (RMU's MSE to the control vector) **with** the perturbation and
+   the retain loss **without** it, and steps the model.
+
+Ours, for every weight-editing method of the registry:
+
+- the perturbation is added to the forget side's residual stream **entering the first trained
+  block** (``blocks.{first}.hook_resid_pre``; with the default trained layers l-2..l, two blocks
+  below the hooked layer, as the reference's one layer below): a perturbation at the hooked layer
+  itself cannot change a loss that reads it;
+- the adversary minimises the forget text's next-token NLL through the whole model ("toward");
+  the reference's "away" term (raising the retain text's loss) is left out: it makes the attack
+  damage retain behaviour rather than restore forgotten behaviour;
+- ``space="relevant"`` (the SAE-guided variant our data makes natural) keeps the perturbation
+  inside span(U_rel), the subspace `build` found the knowledge in: after every adversary step it
+  is projected onto span(U_rel) and then onto the ball (U_rel is orthonormal, so the ball
+  projection keeps it in the span); ``space="full"`` is the reference's unconstrained one;
+- defaults from the world sweep (docs/methods/robust.md): the radius is in the model's residual
+  units, so it is a fraction of the typical residual norm, not the reference's 2 (for a 4096-wide
+  model).
+
+Cost: ``steps`` forward and backward passes of the forget side through the whole model per
+micro-batch (``adversary_passes``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from hookunlearn.errors import HookunlearnError
+from hookunlearn.robust.base import StageContext, TrainerStage
+from hookunlearn.tokens import Batch, mean_token_nll
+
+if TYPE_CHECKING:
+    from hookunlearn.train import Trainer
+
+
+@dataclass(frozen=True)
+class LATConfig:
+    eps: float = 4.0
+    """Per-token L2 radius of the perturbation (residual-stream units; world sweep)."""
+    steps: int = 8
+    """PGD steps per micro-batch (the reference: 16)."""
+    lr: float = 0.05
+    """The adversary's AdamW learning rate (the reference: 5e-2)."""
+    space: Literal["relevant", "full"] = "relevant"
+    """``relevant``: inside span(U_rel) of the run's subspace; ``full``: anywhere."""
+
+
+def project_ball(
+    delta: Float[Tensor, "batch pos d_model"], eps: float
+) -> Float[Tensor, "batch pos d_model"]:
+    """Scale each token's perturbation down to L2 norm ``eps`` when it is longer (GDAdversary's clip)."""
+    norms = delta.norm(dim=-1, keepdim=True)
+    return delta / torch.clamp(norms / eps, min=1.0)
+
+
+class LAT(TrainerStage):
+    Config = LATConfig
+    name = "lat"
+
+    def __init__(self, config: LATConfig, context: StageContext) -> None:
+        super().__init__(config, context)
+        if config.space not in ("relevant", "full"):
+            raise HookunlearnError(f"stage lat: space {config.space!r}: choose 'relevant' or 'full'.")
+        if not (config.eps > 0 and config.eps < float("inf")):
+            raise HookunlearnError(f"stage lat: eps {config.eps} must be a positive finite number.")
+        if config.steps < 1:
+            raise HookunlearnError(f"stage lat: steps {config.steps} must be at least 1.")
+        if not (config.lr > 0 and config.lr < float("inf")):
+            raise HookunlearnError(f"stage lat: lr {config.lr} must be a positive finite number.")
+        self.basis: Tensor | None = None
+        if config.space == "relevant":
+            if context.subspace is None:
+                raise HookunlearnError(
+                    "stage lat with space=relevant needs a subspace (span(U_rel)); pass a `build` "
+                    "directory, or use -o space=full via --stage lat:space=full."
+                )
+            self.basis = context.subspace.U_rel.float()
+
+    def project(self, delta: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+        """Onto span(U_rel) (``relevant``), then onto the per-token ball."""
+        if self.basis is not None:
+            basis = self.basis.to(delta.device, delta.dtype)
+            delta = (delta @ basis) @ basis.T
+        return project_ball(delta, self.config.eps)
+
+    def perturbation(
+        self, trainer: Trainer, forget: Batch, resid: Float[Tensor, "batch pos d_model"]
+    ) -> Float[Tensor, "batch pos d_model"]:
+        model, first = trainer.model, trainer.first
+        mask = forget.mask.to(resid.device)
+        delta = torch.zeros_like(resid, requires_grad=True)
+        optimizer = torch.optim.AdamW([delta], lr=self.config.lr)
+        for _ in range(self.config.steps):
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(resid + delta * mask[..., None], start_at_layer=first, return_type="logits")
+            nll = mean_token_nll(logits, forget.tokens, forget.mask)
+            (grad,) = torch.autograd.grad(nll, [delta])
+            delta.grad = grad
+            optimizer.step()
+            with torch.no_grad():
+                delta.copy_(self.project(delta))
+            self.count("adversary_passes")
+        return (delta * mask[..., None]).detach()
+
+
+Config = LATConfig
+STAGE = LAT
