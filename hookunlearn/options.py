@@ -39,10 +39,44 @@ def config_from_options(config_cls: type, options: Mapping[str, Any] | None, lab
         )
     hints = typing.get_type_hints(config_cls)
     for key, value in options.items():
-        # "-o alpha=100" parses as an int; a float field takes it as a float
-        if hints.get(key) is float and isinstance(value, int) and not isinstance(value, bool):
-            options[key] = float(value)
+        options[key] = _coerce(value, hints.get(key), f"{label} option {key}")
     return config_cls(**options)
+
+
+_FLOAT_WORDS = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
+
+
+def _coerce(value: Any, hint: Any, label: str) -> Any:
+    """``value`` as the field's type where that is unambiguous (an int for a float, ``nan``/``inf``
+    text for a float); a value of the wrong type is a clear error."""
+    if hint is None:
+        return value
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], label)
+        return value
+    if origin is typing.Literal:
+        if value not in args:
+            raise HookunlearnError(f"{label}: {value!r} is not one of {', '.join(map(repr, args))}.")
+        return value
+    if hint is float:
+        if isinstance(value, str) and value.strip().lower() in _FLOAT_WORDS:
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise HookunlearnError(f"{label}: {value!r} is not a number.")
+        return float(value)
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise HookunlearnError(f"{label}: {value!r} is not an integer.")
+    if hint is bool and not isinstance(value, bool):
+        raise HookunlearnError(f"{label}: {value!r} is not true or false.")
+    if hint is str and not isinstance(value, str):
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return value
 
 
 __all__ = ["config_from_options", "parse_option"]

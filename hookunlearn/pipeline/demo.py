@@ -26,6 +26,7 @@ from hookunlearn.evaluation.suites import EvalContext
 from hookunlearn.models import load_model
 from hookunlearn.objectives import METHODS, method_spec
 from hookunlearn.pipeline.unlearn import unlearn_model
+from hookunlearn.robust import StageRef, check_stages
 from hookunlearn.saes import load_sae
 from hookunlearn.selection import select
 from hookunlearn.subspace import build
@@ -33,7 +34,15 @@ from hookunlearn.train import TrainConfig
 from hookunlearn.world.oracle import ORACLE_DIR
 
 DEMO_METHODS: tuple[str, ...] = ("sspu", "rmu", "ga", "align")
-"""The demo's default methods; any registered method may be asked for."""
+"""The demo's default methods; any registered method may be asked for, alone or as a pipeline
+with robustness stages (``sspu+lat``, ``align+distill:alpha=0.3``; `parse_pipeline`)."""
+
+
+def parse_pipeline(text: str) -> tuple[str, tuple[StageRef, ...]]:
+    """``METHOD[+STAGE[:KEY=VALUE,...]]...`` -> (method, its stages), each checked."""
+    method, *stages = (part.strip() for part in text.split("+"))
+    method_spec(method)
+    return method, check_stages(stages)
 
 
 def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -60,6 +69,7 @@ def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]])
         if "forget_quality" in metrics
         else None,
         "seconds": seconds,
+        "stages": [],
     }
 
 
@@ -170,7 +180,7 @@ def run_demo(
     forget = load_texts(data / "forget_corpus.jsonl")
     retain = load_texts(data / "retain_corpus.jsonl")
     prompts = parse_entity_prompts(load_records(data / "entity_prompts.jsonl"), "entity_prompts")
-    specs = [method_spec(name) for name in methods]
+    pipelines = [(entry, *parse_pipeline(entry)) for entry in methods]
 
     say("select + build (topic)")
     topic = select(base, saes, forget=forget, retain=retain)
@@ -214,8 +224,9 @@ def run_demo(
         say("oracle (never saw the forget set)")
         oracle_row = _row("oracle", None, measure(oracle, topic.chosen_layer))
         rows.append(oracle_row)
-    for spec in specs:
-        say(f"{spec.name}: unlearn + eval")
+    for entry, name, stages in pipelines:
+        spec = method_spec(name)
+        say(f"{entry}: unlearn + eval")
         model = load_model(world / "model", device="cpu")
         # every method gets a subspace (it gives the layer); the one it declares, else the topic one
         subspace, layer = (
@@ -224,7 +235,7 @@ def run_demo(
             else (topic_sub, topic.chosen_layer)
         )
         start = time.perf_counter()
-        unlearn_model(
+        outcome = unlearn_model(
             model,
             spec.name,
             subspace=subspace,
@@ -232,9 +243,13 @@ def run_demo(
             forget=_world_texts(data, spec.world_data.get("forget")),
             retain=_world_texts(data, spec.world_data.get("retain")),
             train=train,
+            stages=stages,
+            world_dir=world,
         )
         seconds = time.perf_counter() - start
-        rows.append(_row(spec.name, seconds, measure(model, layer)))
+        row = _row(entry, seconds, measure(model, layer))
+        row["stages"] = outcome.stages
+        rows.append(row)
     for row in rows:
         _gaps(row, oracle_row)
     return {
@@ -362,11 +377,14 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
 
     if config.out is not None:
         check_can_write(config.out, force=config.force)
-    unknown = [name for name in config.methods if name not in METHODS]
+    unknown = [name for name in config.methods if name.split("+")[0].strip() not in METHODS]
     if unknown:
         raise HookunlearnError(
-            f"--methods: {', '.join(unknown)} not available in the demo; use any of {', '.join(METHODS)}."
+            f"--methods: {', '.join(unknown)} not available in the demo; use any of {', '.join(METHODS)}, "
+            "alone or with stages (e.g. sspu+lat)."
         )
+    for entry in config.methods:
+        parse_pipeline(entry)
     path = Path(config.world) if config.world else world_dir()
     result = run_demo(
         path,

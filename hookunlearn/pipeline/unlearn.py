@@ -135,6 +135,10 @@ def unlearn_model(
     from hookunlearn.robust.base import StageContext
 
     refs = check_stages(stages)
+    for ref in refs:
+        check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
+        if check_inputs is not None:
+            check_inputs(stage_config(ref), world_dir)
     objective_cls = get_objective(method)
     spec = objective_cls.spec
     config = method_config(method, options)
@@ -334,10 +338,16 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
 
     if config.stages and config.method in INTERVENTIONS:
         raise HookunlearnError(f"--stage: {config.method} is an intervention (it trains nothing); stages need a method.")
-    check_stages(config.stages)
+    refs = check_stages(config.stages)
     subspace = Subspace.load(config.subspace) if config.subspace else None
     manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None
     spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
+    from hookunlearn.robust import get_stage, stage_config
+
+    for ref in refs:  # a stage's inputs (distill's text) are known before anything loads
+        check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
+        if check_inputs is not None:
+            check_inputs(stage_config(ref), _world_dir(spec))
     # the subspace's SAE was checked against a model loaded with this processing: load the same way
     recorded = subspace.model.get("processing") if subspace is not None else None
     processing = WeightProcessing.parse(recorded) if recorded else None

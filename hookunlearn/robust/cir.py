@@ -64,6 +64,13 @@ class CIRConfig:
     max_rows: int = 8192
     """Rows (token positions) kept per module for a refresh."""
 
+    def __post_init__(self) -> None:
+        for key in ("act_components", "grad_components", "warmup_batches", "max_rows"):
+            if getattr(self, key) < 1:
+                raise HookunlearnError(f"stage cir: {key} {getattr(self, key)} must be at least 1.")
+        if self.refresh_every < 0:
+            raise HookunlearnError(f"stage cir: refresh_every {self.refresh_every} must be >= 0.")
+
 
 def orthonormal_basis(rows: Float[Tensor, "n d"], components: int) -> Float[Tensor, "d k"]:
     """An orthonormal basis of the rows' mean and their top ``components - 1`` principal components."""
@@ -107,11 +114,6 @@ class CIR(TrainerStage):
 
     def __init__(self, config: CIRConfig, context: StageContext) -> None:
         super().__init__(config, context)
-        for key in ("act_components", "grad_components", "warmup_batches", "max_rows"):
-            if getattr(config, key) < 1:
-                raise HookunlearnError(f"stage cir: {key} {getattr(config, key)} must be at least 1.")
-        if config.refresh_every < 0:
-            raise HookunlearnError(f"stage cir: refresh_every {config.refresh_every} must be >= 0.")
         self.bases: dict[str, tuple[Tensor, Tensor]] = {}
         """Per trained parameter: (activation basis, gradient basis)."""
         self.buffers: dict[str, tuple[list[Tensor], list[Tensor]]] = {}

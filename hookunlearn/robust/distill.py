@@ -77,6 +77,28 @@ class DistillConfig:
     seed: int = 0
     """Seeds the noise and the row order."""
 
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.alpha <= 1.0 and 0.0 <= self.beta <= 1.0):
+            raise HookunlearnError(f"stage distill: alpha {self.alpha} and beta {self.beta} must lie in [0, 1].")
+        for key in ("tokens", "batch_size", "n_ctx"):
+            if getattr(self, key) < 1:
+                raise HookunlearnError(f"stage distill: {key} {getattr(self, key)} must be at least 1.")
+        for key in ("lr", "grad_clip"):
+            value = getattr(self, key)
+            if not (value > 0 and math.isfinite(value)):
+                raise HookunlearnError(f"stage distill: {key} {value} must be a positive finite number.")
+        if self.warmup_steps < 0 or not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise HookunlearnError("stage distill: warmup_steps and weight_decay must be >= 0.")
+
+
+def check_inputs(config: DistillConfig, world_dir: Path | None) -> None:
+    """Before any training: the text to distil on is known (``data``, or the world's)."""
+    if config.data is None and world_dir is None:
+        raise HookunlearnError(
+            "stage distill needs text to distil on: --stage distill:data=CORPUS (general text "
+            "without the forget set); the world's training text is the default only on the world model."
+        )
+
 
 @dataclass
 class DistillResult:
@@ -168,11 +190,6 @@ def distill(
     """Distil ``teacher`` into a shrink-and-perturb copy of itself on ``rows`` (``mask``: the
     positions whose next-token distribution counts). One row in 20 (at most 64) is held out for
     ``retain_gap``. Returns the student and what it cost."""
-    for key in ("tokens", "batch_size", "n_ctx"):
-        if getattr(config, key) < 1:
-            raise HookunlearnError(f"distill: {key} {getattr(config, key)} must be at least 1.")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise HookunlearnError(f"distill: lr {config.lr} must be a positive finite number.")
     n_held = min(64, len(rows) // 20)
     if len(rows) - n_held < 1:
         raise HookunlearnError("distill: no text rows to distil on; give a larger corpus (data=...).")
@@ -317,13 +334,10 @@ class Distill:
                 from hookunlearn.data import load_texts
 
                 texts = load_texts(config.data)
-            elif world_dir is not None:
-                texts = world_texts(world_dir, config.tokens, config.n_ctx, config.seed)
             else:
-                raise HookunlearnError(
-                    "stage distill needs text to distil on: --stage distill:data=CORPUS (general text "
-                    "without the forget set); the world's training text is the default only on the world model."
-                )
+                check_inputs(config, world_dir)
+                assert world_dir is not None
+                texts = world_texts(world_dir, config.tokens, config.n_ctx, config.seed)
         rows, mask = pack_texts(model, texts, config.n_ctx)
         student, result = distill(
             model,

@@ -34,6 +34,7 @@ micro-batch (``adversary_passes``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -60,6 +61,16 @@ class LATConfig:
     space: Literal["relevant", "full"] = "relevant"
     """``relevant``: inside span(U_rel) of the run's subspace; ``full``: anywhere."""
 
+    def __post_init__(self) -> None:
+        if self.space not in ("relevant", "full"):
+            raise HookunlearnError(f"stage lat: space {self.space!r}: choose 'relevant' or 'full'.")
+        for key in ("eps", "lr"):
+            value = getattr(self, key)
+            if not (value > 0 and math.isfinite(value)):
+                raise HookunlearnError(f"stage lat: {key} {value} must be a positive finite number.")
+        if self.steps < 1:
+            raise HookunlearnError(f"stage lat: steps {self.steps} must be at least 1.")
+
 
 def project_ball(
     delta: Float[Tensor, "batch pos d_model"], eps: float
@@ -75,14 +86,6 @@ class LAT(TrainerStage):
 
     def __init__(self, config: LATConfig, context: StageContext) -> None:
         super().__init__(config, context)
-        if config.space not in ("relevant", "full"):
-            raise HookunlearnError(f"stage lat: space {config.space!r}: choose 'relevant' or 'full'.")
-        if not (config.eps > 0 and config.eps < float("inf")):
-            raise HookunlearnError(f"stage lat: eps {config.eps} must be a positive finite number.")
-        if config.steps < 1:
-            raise HookunlearnError(f"stage lat: steps {config.steps} must be at least 1.")
-        if not (config.lr > 0 and config.lr < float("inf")):
-            raise HookunlearnError(f"stage lat: lr {config.lr} must be a positive finite number.")
         self.basis: Tensor | None = None
         if config.space == "relevant":
             if context.subspace is None:

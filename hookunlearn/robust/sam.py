@@ -17,13 +17,14 @@ backward pass of the whole loss per micro-batch (``extra_passes``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.robust.base import MicroBatch, StageContext, TrainerStage, forget_part, global_norm
+from hookunlearn.robust.base import MicroBatch, TrainerStage, forget_part, global_norm
 
 if TYPE_CHECKING:
     from hookunlearn.train import Trainer
@@ -35,16 +36,15 @@ class SAMConfig:
     """Radius of the weight perturbation (one global L2 norm). The reference's WMDP and MUSE runs
     use 0.01 on 7B models; the world sweep (docs/methods/robust.md) chose this value."""
 
+    def __post_init__(self) -> None:
+        if not (self.rho > 0 and math.isfinite(self.rho)):
+            raise HookunlearnError(f"stage sam: rho {self.rho} must be a positive finite number.")
+
 
 class SAM(TrainerStage):
     Config = SAMConfig
     name = "sam"
     computes_gradient = True
-
-    def __init__(self, config: SAMConfig, context: StageContext) -> None:
-        super().__init__(config, context)
-        if not config.rho > 0 or config.rho != config.rho or config.rho == float("inf"):
-            raise HookunlearnError(f"stage sam: rho {config.rho} must be a positive finite number.")
 
     def backward(self, trainer: Trainer, micro: MicroBatch) -> None:
         params = list(trainer.params.values())

@@ -107,6 +107,36 @@ def test_unlearn_writes_a_verified_checkpoint(subspace: Path, quick_world: Path,
     assert "verified" in result.output
 
 
+def test_unlearn_with_robustness_stages(subspace: Path, quick_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "robust"
+    retain = quick_world / "data" / "retain_corpus.jsonl"
+    result = _unlearn(
+        subspace, quick_world, out, "--method", "rmu", "--stage", "lat:steps=2,space=relevant",
+        "--stage", f"distill:tokens=2048,batch_size=4,n_ctx=32,data={retain}",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out, kind="unlearned")
+    assert manifest.options["stages"] == ["lat:steps=2,space=relevant", f"distill:tokens=2048,batch_size=4,n_ctx=32,data={retain}"]
+    run = json.loads((out / "hookunlearn_run.json").read_text())
+    lat, distilled = run["stages"]
+    assert lat["name"] == "lat" and lat["options"]["eps"] > 0 and lat["cost"]["adversary_passes"] == 4 * 2
+    assert distilled["cost"]["tokens"] == 16 * 4 * 32 and distilled["cost"]["cost_forward_equivalents"] == 4 * 16 * 4 * 32
+    # the student is a new model: every weight matrix changed, and the export says so
+    info = json.loads((out / "model" / "hookunlearn.json").read_text())
+    assert "transformer.h.1.attn.c_attn.weight" in info["changes"]["changed"]
+    for bad, message in (
+        (("--stage", "lat:eps=-1"), "eps"),
+        (("--stage", "sam", "--stage", "cir"), "both compute"),
+        (("--stage", "distill", "--stage", "sam"), "come before"),
+        (("--stage", "distill"), "needs text to distil on"),
+        (("--stage", "warp"), "warp"),
+    ):
+        result = _unlearn(subspace, quick_world, tmp_path / "bad", "--method", "rmu", *bad)
+        assert result.exit_code == 2, (bad, result.output)
+        assert message in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "bad").exists()
+
+
 def test_unlearn_resume_after_interruption(subspace: Path, quick_world: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     stage = tmp_path / "run.partial"
@@ -213,13 +243,16 @@ def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
             "4",
             "--attack-grid",
             "small",
+            "--methods",
+            "sspu,rmu,ga,align,sspu+sam",
             "--out",
             str(out),
         ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert [row["method"] for row in report["rows"]] == ["base", "oracle", "sspu", "rmu", "ga", "align"]
+    assert [row["method"] for row in report["rows"]] == ["base", "oracle", "sspu", "rmu", "ga", "align", "sspu+sam"]
+    assert report["rows"][-1]["stages"][0]["cost"]["extra_passes"] == 3
     for row in report["rows"]:
         for key in (
             "probe_targets_unknown",

@@ -127,7 +127,9 @@ def test_sam_runs_in_the_trainer_and_records_its_cost() -> None:
 @pytest.mark.parametrize("rho", [0.0, -1.0, float("nan"), float("inf")])
 def test_sam_refuses_a_bad_radius(rho: float) -> None:
     with pytest.raises(HookunlearnError, match="rho"):
-        SAM(SAMConfig(rho=rho), StageContext())
+        SAMConfig(rho=rho)
+    with pytest.raises(HookunlearnError, match="rho"):
+        check_stages([f"sam:rho={rho}"])
 
 
 # --- LAT ------------------------------------------------------------------------------------
@@ -155,6 +157,15 @@ def test_lat_perturbation_stays_in_the_relevant_span_and_the_ball_and_restores_t
 
     assert nll(delta) < nll(torch.zeros_like(delta))  # the adversary brings the forget text back
     assert stage.cost()["adversary_passes"] == 10
+
+
+@pytest.mark.parametrize(
+    "text", ["lat:eps=0", "lat:steps=0", "lat:space=everywhere", "lat:lr=-1", "cir:act_components=0",
+             "cir:refresh_every=-1", "distill:alpha=2", "distill:tokens=0", "distill:lr=0"],
+)  # fmt: skip
+def test_bad_stage_values_are_refused_before_anything_runs(text: str) -> None:
+    with pytest.raises(HookunlearnError, match="stage "):
+        check_stages([text])
 
 
 def test_lat_full_space_needs_no_subspace_and_relevant_does() -> None:
