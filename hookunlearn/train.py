@@ -221,7 +221,9 @@ class Trainer:
                 inputs.retain_logits = model(retain.tokens.to(device), return_type="logits")
         return inputs
 
-    def losses(self, forget: Batch, retain: Batch, delta: Tensor | None = None) -> tuple[dict[str, Tensor], Tensor]:
+    def losses(
+        self, forget: Batch, retain: Batch, delta: Tensor | None = None
+    ) -> tuple[dict[str, Tensor], Tensor]:
         """The method's loss terms at the current weights, and the total (plus its regulariser)."""
         losses = self.objective.loss(self._inputs(forget, retain, delta))
         total = losses["loss"]
@@ -255,7 +257,10 @@ class Trainer:
                     zip(self._micro_batches(forget_index), self._micro_batches(retain_index), strict=False)
                 )
                 for forget_rows, retain_rows in chunks:
-                    forget_batch, retain_batch = self.forget.batch(forget_rows), self.retain.batch(retain_rows)
+                    forget_batch, retain_batch = (
+                        self.forget.batch(forget_rows),
+                        self.retain.batch(retain_rows),
+                    )
                     delta = None
                     for stage in self.stages:
                         found = stage.perturbation(self, forget_batch, self.forget_prefix(forget_batch))

@@ -97,4 +97,9 @@ def control_vector_loss(inputs: StepInputs, control: Tensor, alpha: float) -> di
     target = control.to(inputs.forget_resid.device).expand_as(inputs.forget_resid)
     forget = masked_mse(inputs.forget_resid, target, inputs.forget.mask)
     retain = masked_mse(inputs.retain_resid, inputs.retain_resid_ref, inputs.retain.mask)
-    return {"loss": forget + alpha * retain, "forget": forget, "retain": retain, "retain_term": alpha * retain}
+    return {
+        "loss": forget + alpha * retain,
+        "forget": forget,
+        "retain": retain,
+        "retain_term": alpha * retain,
+    }

@@ -174,12 +174,20 @@ def unlearn_model(
     objective = objective_cls(config, context)
     stage_context = StageContext(subspace=subspace, seed=train.seed)
     trainer_stages = [
-        get_stage(ref.name).STAGE(stage_config(ref), stage_context) for ref in refs if ref.spec.where == "trainer"
+        get_stage(ref.name).STAGE(stage_config(ref), stage_context)
+        for ref in refs
+        if ref.spec.where == "trainer"
     ]
     after = [ref for ref in refs if ref.spec.where == "after"]
     base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if after else None
     trainer = Trainer(
-        model, objective, layer=layer, forget=forget_data, retain=retain_data, config=train, stages=trainer_stages
+        model,
+        objective,
+        layer=layer,
+        forget=forget_data,
+        retain=retain_data,
+        config=train,
+        stages=trainer_stages,
     )
     resumed_from = None
     if resume:
@@ -191,7 +199,11 @@ def unlearn_model(
     result = trainer.run(out_dir=out_dir, progress=progress)
     result.resumed_from = resumed_from
     stage_records: list[dict[str, Any]] = [
-        {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": result.stages.get(ref.name, {})}
+        {
+            **ref.to_dict(),
+            "options": dataclasses.asdict(stage_config(ref)),
+            "cost": result.stages.get(ref.name, {}),
+        }
         for ref in refs
         if ref.spec.where == "trainer"
     ]
@@ -337,7 +349,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     from hookunlearn.robust import check_stages
 
     if config.stages and config.method in INTERVENTIONS:
-        raise HookunlearnError(f"--stage: {config.method} is an intervention (it trains nothing); stages need a method.")
+        raise HookunlearnError(
+            f"--stage: {config.method} is an intervention (it trains nothing); stages need a method."
+        )
     refs = check_stages(config.stages)
     subspace = Subspace.load(config.subspace) if config.subspace else None
     manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None

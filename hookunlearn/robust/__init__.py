@@ -94,7 +94,9 @@ def check_stages(stages: Iterable[StageRef | str]) -> tuple[StageRef, ...]:
     after_seen = False
     for ref in refs:
         if ref.name in seen:
-            raise HookunlearnError(f"--stage {ref.name}: named twice; give each stage once with all its options.")
+            raise HookunlearnError(
+                f"--stage {ref.name}: named twice; give each stage once with all its options."
+            )
         seen.add(ref.name)
         if ref.spec.where == "after":
             after_seen = True

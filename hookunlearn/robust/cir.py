@@ -138,8 +138,12 @@ class CIR(TrainerStage):
         self._generator = generator
         warm_rows = max(1, math.ceil(self.config.max_rows / self.config.warmup_batches))
         for batch in range(self.config.warmup_batches):
-            index = batch_indices(len(trainer.forget), trainer.config.batch_size, 10_000_000 + batch, self.context.seed)
-            retain_index = batch_indices(len(trainer.retain), trainer.config.batch_size, 10_000_000 + batch, self.context.seed + 1)
+            index = batch_indices(
+                len(trainer.forget), trainer.config.batch_size, 10_000_000 + batch, self.context.seed
+            )
+            retain_index = batch_indices(
+                len(trainer.retain), trainer.config.batch_size, 10_000_000 + batch, self.context.seed + 1
+            )
             forget, retain = trainer.forget.batch(index), trainer.retain.batch(retain_index)
             with self.capturing(trainer):
                 losses, _ = trainer.losses(forget, retain)
@@ -175,8 +179,13 @@ class CIR(TrainerStage):
 
     def _output_grads(self, loss: Tensor) -> dict[str, Tensor]:
         names = list(self._outs)
-        grads = torch.autograd.grad(loss, [self._outs[n] for n in names], retain_graph=True, allow_unused=True)
-        return {n: (g if g is not None else torch.zeros_like(self._outs[n])) for n, g in zip(names, grads, strict=True)}
+        grads = torch.autograd.grad(
+            loss, [self._outs[n] for n in names], retain_graph=True, allow_unused=True
+        )
+        return {
+            n: (g if g is not None else torch.zeros_like(self._outs[n]))
+            for n, g in zip(names, grads, strict=True)
+        }
 
     def _collect(self, grads: dict[str, Tensor], mask: Tensor, rows: int) -> None:
         flat_mask = mask.to(next(iter(grads.values())).device).reshape(-1) if grads else None

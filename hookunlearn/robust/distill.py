@@ -79,7 +79,9 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.alpha <= 1.0 and 0.0 <= self.beta <= 1.0):
-            raise HookunlearnError(f"stage distill: alpha {self.alpha} and beta {self.beta} must lie in [0, 1].")
+            raise HookunlearnError(
+                f"stage distill: alpha {self.alpha} and beta {self.beta} must lie in [0, 1]."
+            )
         for key in ("tokens", "batch_size", "n_ctx"):
             if getattr(self, key) < 1:
                 raise HookunlearnError(f"stage distill: {key} {getattr(self, key)} must be at least 1.")

@@ -72,9 +72,7 @@ class LATConfig:
             raise HookunlearnError(f"stage lat: steps {self.steps} must be at least 1.")
 
 
-def project_ball(
-    delta: Float[Tensor, "batch pos d_model"], eps: float
-) -> Float[Tensor, "batch pos d_model"]:
+def project_ball(delta: Float[Tensor, "batch pos d_model"], eps: float) -> Float[Tensor, "batch pos d_model"]:
     """Scale each token's perturbation down to L2 norm ``eps`` when it is longer (GDAdversary's clip)."""
     norms = delta.norm(dim=-1, keepdim=True)
     return delta / torch.clamp(norms / eps, min=1.0)

@@ -56,7 +56,9 @@ class SAM(TrainerStage):
         norm = global_norm(list(grads))
         if float(norm) == 0.0:  # nothing to climb: the plain forget gradient (zero) is the answer
             return
-        saved = [p.detach().clone() for p in params]  # restored exactly (theta + e - e is not theta in floats)
+        saved = [
+            p.detach().clone() for p in params
+        ]  # restored exactly (theta + e - e is not theta in floats)
         with torch.no_grad():
             for p, g in zip(params, grads, strict=True):
                 if g is not None:

@@ -116,11 +116,17 @@ def test_unlearn_with_robustness_stages(subspace: Path, quick_world: Path, tmp_p
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = read_manifest(out, kind="unlearned")
-    assert manifest.options["stages"] == ["lat:steps=2,space=relevant", f"distill:tokens=2048,batch_size=4,n_ctx=32,data={retain}"]
+    assert manifest.options["stages"] == [
+        "lat:steps=2,space=relevant",
+        f"distill:tokens=2048,batch_size=4,n_ctx=32,data={retain}",
+    ]
     run = json.loads((out / "hookunlearn_run.json").read_text())
     lat, distilled = run["stages"]
     assert lat["name"] == "lat" and lat["options"]["eps"] > 0 and lat["cost"]["adversary_passes"] == 4 * 2
-    assert distilled["cost"]["tokens"] == 16 * 4 * 32 and distilled["cost"]["cost_forward_equivalents"] == 4 * 16 * 4 * 32
+    assert (
+        distilled["cost"]["tokens"] == 16 * 4 * 32
+        and distilled["cost"]["cost_forward_equivalents"] == 4 * 16 * 4 * 32
+    )
     # the student is a new model: every weight matrix changed, and the export says so
     info = json.loads((out / "model" / "hookunlearn.json").read_text())
     assert "transformer.h.1.attn.c_attn.weight" in info["changes"]["changed"]
@@ -251,7 +257,15 @@ def test_demo_on_the_quick_world(quick_world: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert [row["method"] for row in report["rows"]] == ["base", "oracle", "sspu", "rmu", "ga", "align", "sspu+sam"]
+    assert [row["method"] for row in report["rows"]] == [
+        "base",
+        "oracle",
+        "sspu",
+        "rmu",
+        "ga",
+        "align",
+        "sspu+sam",
+    ]
     assert report["rows"][-1]["stages"][0]["cost"]["extra_passes"] == 3
     for row in report["rows"]:
         for key in (

@@ -149,7 +149,9 @@ def test_lat_perturbation_stays_in_the_relevant_span_and_the_ball_and_restores_t
     assert float(outside.abs().max()) < 1e-5  # inside span(U_rel)
     assert float(delta.norm(dim=-1).max()) <= eps + 1e-5  # inside the per-token ball
     assert float(delta.norm(dim=-1).max()) > 0.5 * eps  # and it used its budget
-    assert torch.equal(delta[~forget.mask], torch.zeros_like(delta[~forget.mask]))  # masked positions untouched
+    assert torch.equal(
+        delta[~forget.mask], torch.zeros_like(delta[~forget.mask])
+    )  # masked positions untouched
 
     def nll(d):
         logits = model(resid + d, start_at_layer=trainer.first, return_type="logits")
@@ -208,7 +210,9 @@ def test_cir_projection_removes_both_sides() -> None:
 
 def test_cir_projects_the_forget_gradient_in_the_trainer() -> None:
     model = _model()
-    stage = CIR(CIRConfig(act_components=4, grad_components=3, warmup_batches=2, refresh_every=0), StageContext())
+    stage = CIR(
+        CIRConfig(act_components=4, grad_components=3, warmup_batches=2, refresh_every=0), StageContext()
+    )
     trainer = _trainer(model, "ga", [stage], steps=1)
     stage.setup(trainer)
     assert set(stage.bases) == set(trainer.params)
@@ -226,7 +230,9 @@ def test_cir_projects_the_forget_gradient_in_the_trainer() -> None:
 
 def test_cir_refreshes_and_runs_in_the_trainer() -> None:
     model = _model()
-    stage = CIR(CIRConfig(act_components=4, grad_components=3, warmup_batches=1, refresh_every=2), StageContext())
+    stage = CIR(
+        CIRConfig(act_components=4, grad_components=3, warmup_batches=1, refresh_every=2), StageContext()
+    )
     result = _trainer(model, "rmu", [stage], steps=4).run()
     assert result.stages["cir"]["refreshes"] == 1 + 2
 
@@ -255,7 +261,10 @@ def test_shrink_and_perturb_follows_undo() -> None:
             assert float(noise.std()) > 0.1 * xavier_bound(name, param.shape), name
         else:
             torch.testing.assert_close(param.detach(), (1 - alpha) * base)
-    assert all(torch.equal(a, b) for a, b in zip(shrink_perturb(model, 0.0, 0.3, 0).parameters(), model.parameters()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(shrink_perturb(model, 0.0, 0.3, 0).parameters(), model.parameters(), strict=True)
+    )
     with pytest.raises(HookunlearnError, match="alpha"):
         shrink_perturb(model, 1.5, 0.1, 0)
 
@@ -264,13 +273,19 @@ def test_distill_starts_from_the_perturbed_student_and_moves_it_toward_the_teach
     teacher = _model()
     rows = _data(5, n=80, width=12).tokens
     mask = torch.ones_like(rows, dtype=torch.bool)
-    config = DistillConfig(alpha=0.5, beta=0.1, tokens=12 * 8 * 30, batch_size=8, n_ctx=12, lr=3e-3, warmup_steps=1)
+    config = DistillConfig(
+        alpha=0.5, beta=0.1, tokens=12 * 8 * 30, batch_size=8, n_ctx=12, lr=3e-3, warmup_steps=1
+    )
     start = shrink_perturb(teacher, config.alpha, config.beta, config.seed)
     with torch.no_grad():
-        kl_start = float(kl_to_teacher(start(rows, return_type="logits"), teacher(rows, return_type="logits"), mask))
+        kl_start = float(
+            kl_to_teacher(start(rows, return_type="logits"), teacher(rows, return_type="logits"), mask)
+        )
     student, result = distill(teacher, rows, mask, config, oracle_tokens=10_000)
     with torch.no_grad():
-        kl_end = float(kl_to_teacher(student(rows, return_type="logits"), teacher(rows, return_type="logits"), mask))
+        kl_end = float(
+            kl_to_teacher(student(rows, return_type="logits"), teacher(rows, return_type="logits"), mask)
+        )
     assert kl_end < 0.5 * kl_start
     assert result.steps == 30 and result.tokens == 30 * 8 * 12
     assert result.cost == 4 * result.tokens and result.oracle_cost == 30_000
