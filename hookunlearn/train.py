@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from hookunlearn.robust.base import TrainerStage
 
 Progress = Callable[[dict[str, Any]], None]
+Perturbation = tuple[int, Tensor]
+"""(block, delta): ``delta`` is added to the forget side's ``blocks.{block}.hook_resid_pre``."""
 
 
 class TrainingDivergedError(HookunlearnError):
@@ -187,45 +189,53 @@ class Trainer:
 
     # --- forward passes ------------------------------------------------------------------
 
-    def forget_prefix(self, forget: Batch) -> Tensor:
-        """The forget side's residual stream entering the first trained block (no grad)."""
+    def resid_at(self, forget: Batch, layer: int) -> Tensor:
+        """The forget side's residual stream entering block ``layer`` (no grad)."""
         with torch.no_grad():
-            return self.model(forget.tokens.to(self.model.cfg.device), stop_at_layer=self.first)
+            return self.model(forget.tokens.to(self.model.cfg.device), stop_at_layer=layer)
 
-    def _inputs(self, forget: Batch, retain: Batch, delta: Tensor | None = None) -> StepInputs:
-        """The loss's inputs at the current weights; ``delta`` is added to the forget side's
-        residual stream entering the first trained block (`hookunlearn.robust.lat`)."""
+    def _perturbed(self, perturbation: Perturbation | None) -> contextlib.AbstractContextManager[Any]:
+        """A hook context adding the perturbation to ``blocks.{layer}.hook_resid_pre``."""
+        if perturbation is None:
+            return contextlib.nullcontext()
+        layer, delta = perturbation
+        return self.model.hooks(
+            fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", lambda value, hook: value + delta.to(value.dtype))]
+        )
+
+    def _inputs(self, forget: Batch, retain: Batch, perturbation: Perturbation | None = None) -> StepInputs:
+        """The loss's inputs at the current weights; ``perturbation`` (layer, delta) is added to
+        the forget side's residual stream entering that block (`hookunlearn.robust.lat`); the
+        retain side and the frozen reference run unperturbed."""
         model, device = self.model, self.model.cfg.device
         inputs = StepInputs(forget=forget, retain=retain)
         if self.objective.spec.kind == "activation":
             with torch.no_grad():
-                pre_forget = model(forget.tokens.to(device), stop_at_layer=self.first)
+                with self._perturbed(perturbation):
+                    pre_forget = model(forget.tokens.to(device), stop_at_layer=self.first)
                 pre_retain = model(retain.tokens.to(device), stop_at_layer=self.first)
                 reference = pre_retain
                 for offset, overrides in enumerate(self.reference_overrides):
                     block = model.blocks[self.first + offset]
                     reference = torch.func.functional_call(block, overrides, (reference,))
-            if delta is not None:
-                pre_forget = pre_forget + delta
-            inputs.forget_resid = model(pre_forget, start_at_layer=self.first, stop_at_layer=self.layer + 1)
+            with self._perturbed(perturbation):
+                inputs.forget_resid = model(
+                    pre_forget, start_at_layer=self.first, stop_at_layer=self.layer + 1
+                )
             inputs.retain_resid = model(pre_retain, start_at_layer=self.first, stop_at_layer=self.layer + 1)
             inputs.retain_resid_ref = reference
         else:
-            if delta is None:
+            with self._perturbed(perturbation):
                 inputs.forget_logits = model(forget.tokens.to(device), return_type="logits")
-            else:
-                inputs.forget_logits = model(
-                    self.forget_prefix(forget) + delta, start_at_layer=self.first, return_type="logits"
-                )
             if self.objective.spec.retain:
                 inputs.retain_logits = model(retain.tokens.to(device), return_type="logits")
         return inputs
 
     def losses(
-        self, forget: Batch, retain: Batch, delta: Tensor | None = None
+        self, forget: Batch, retain: Batch, perturbation: Perturbation | None = None
     ) -> tuple[dict[str, Tensor], Tensor]:
         """The method's loss terms at the current weights, and the total (plus its regulariser)."""
-        losses = self.objective.loss(self._inputs(forget, retain, delta))
+        losses = self.objective.loss(self._inputs(forget, retain, perturbation))
         total = losses["loss"]
         penalty = self.objective.regularize(dict(self.params), self.initial)
         if penalty is not None:
@@ -261,15 +271,17 @@ class Trainer:
                         self.forget.batch(forget_rows),
                         self.retain.batch(retain_rows),
                     )
-                    delta = None
+                    perturbation = None
                     for stage in self.stages:
-                        found = stage.perturbation(self, forget_batch, self.forget_prefix(forget_batch))
+                        found = stage.perturbation(self, forget_batch)
                         if found is not None:
-                            delta = found if delta is None else delta + found
+                            if perturbation is not None:
+                                raise HookunlearnError("only one stage may perturb the activations.")
+                            perturbation = found
                     with contextlib.ExitStack() as stack:
                         for stage in self.stages:
                             stack.enter_context(stage.forward_context(self))
-                        losses, total = self.losses(forget_batch, retain_batch, delta)
+                        losses, total = self.losses(forget_batch, retain_batch, perturbation)
                     if not torch.isfinite(total):
                         with torch.no_grad():
                             for name, p in self.params.items():
@@ -285,7 +297,8 @@ class Trainer:
                         from hookunlearn.robust.base import MicroBatch
 
                         gradient_stage.backward(
-                            self, MicroBatch(forget_batch, retain_batch, delta, losses, total, len(chunks))
+                            self,
+                            MicroBatch(forget_batch, retain_batch, perturbation, losses, total, len(chunks)),
                         )
                     for key, value in losses.items():
                         terms[key] = terms.get(key, 0.0) + float(value.detach()) / len(chunks)

@@ -3,7 +3,7 @@
 The trainer calls a stage at three points of every micro-batch:
 
 - `TrainerStage.perturbation`: an additive perturbation of the forget side's residual stream
-  entering the first trained block (``lat``); the method's loss then reads the perturbed run;
+  entering a block (``lat``); the method's loss then reads the perturbed run;
 - `TrainerStage.backward`: a stage may compute the micro-batch's gradient itself (``sam``,
   ``cir``); at most one stage of a run does;
 - `TrainerStage.cost`: what it added, recorded in the run (extra forward and backward passes).
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from hookunlearn.tokens import Batch
@@ -40,7 +39,8 @@ class MicroBatch:
 
     forget: Batch
     retain: Batch
-    delta: Float[Tensor, "batch pos d_model"] | None
+    perturbation: tuple[int, Tensor] | None
+    """(block, delta) added to the forget side's residual stream entering that block, or None."""
     losses: dict[str, Tensor]
     total: Tensor
     """The method's loss plus its parameter regulariser: what a plain step differentiates."""
@@ -74,10 +74,9 @@ class TrainerStage:
     def setup(self, trainer: Trainer) -> None:
         """Called once, before the first step (after a resume's checkpoint is loaded)."""
 
-    def perturbation(
-        self, trainer: Trainer, forget: Batch, resid: Float[Tensor, "batch pos d_model"]
-    ) -> Float[Tensor, "batch pos d_model"] | None:
-        """An additive perturbation of ``resid`` (the forget side entering the first trained block)."""
+    def perturbation(self, trainer: Trainer, forget: Batch) -> tuple[int, Tensor] | None:
+        """(block, delta): an additive perturbation of the forget side's residual stream entering
+        that block, for this micro-batch (None: none)."""
         return None
 
     def forward_context(self, trainer: Trainer) -> AbstractContextManager[Any]:

@@ -13,10 +13,11 @@ to bring the forgotten behaviour back. For RMU+LAT the reference, per batch:
 
 Ours, for every weight-editing method of the registry:
 
-- the perturbation is added to the forget side's residual stream **entering the first trained
-  block** (``blocks.{first}.hook_resid_pre``; with the default trained layers l-2..l, two blocks
-  below the hooked layer, as the reference's one layer below): a perturbation at the hooked layer
-  itself cannot change a loss that reads it;
+- the perturbation is added to the forget side's residual stream **entering the hooked layer's
+  block** (``blocks.{l}.hook_resid_pre``, the output of block l-1), as the reference (after layer
+  7 for RMU's layer 8, inside the trained layers 6-8); ``layer`` moves it to any trained block's
+  input at or below the layer the loss reads (a perturbation of the hooked layer's *output* could
+  not change a loss that reads it);
 - the adversary minimises the forget text's next-token NLL through the whole model ("toward");
   the reference's "away" term (raising the retain text's loss) is left out: it makes the attack
   damage retain behaviour rather than restore forgotten behaviour;
@@ -60,6 +61,9 @@ class LATConfig:
     """The adversary's AdamW learning rate (the reference: 5e-2)."""
     space: Literal["relevant", "full"] = "relevant"
     """``relevant``: inside span(U_rel) of the run's subspace; ``full``: anywhere."""
+    layer: int | None = None
+    """The block whose input (``hook_resid_pre``) is perturbed; None: the hooked layer's, i.e. the
+    output of the block below it, as the reference (perturb after layer 7, RMU reads layer 8)."""
 
     def __post_init__(self) -> None:
         if self.space not in ("relevant", "full"):
@@ -70,6 +74,8 @@ class LATConfig:
                 raise HookunlearnError(f"stage lat: {key} {value} must be a positive finite number.")
         if self.steps < 1:
             raise HookunlearnError(f"stage lat: steps {self.steps} must be at least 1.")
+        if self.layer is not None and self.layer < 0:
+            raise HookunlearnError(f"stage lat: layer {self.layer} must be >= 0.")
 
 
 def project_ball(delta: Float[Tensor, "batch pos d_model"], eps: float) -> Float[Tensor, "batch pos d_model"]:
@@ -100,16 +106,31 @@ class LAT(TrainerStage):
             delta = (delta @ basis) @ basis.T
         return project_ball(delta, self.config.eps)
 
-    def perturbation(
-        self, trainer: Trainer, forget: Batch, resid: Float[Tensor, "batch pos d_model"]
-    ) -> Float[Tensor, "batch pos d_model"]:
-        model, first = trainer.model, trainer.first
+    def setup(self, trainer: Trainer) -> None:
+        at = trainer.layer if self.config.layer is None else self.config.layer
+        kind = trainer.objective.spec.kind
+        top = trainer.layer if kind == "activation" else trainer.model.cfg.n_layers - 1
+        if at > top:
+            raise HookunlearnError(
+                f"stage lat: layer {at} is above the layer the {trainer.objective.spec.name} loss reads "
+                f"({top}); perturb the input of a block at or below it."
+            )
+        if at > max(trainer.layers):
+            raise HookunlearnError(
+                f"stage lat: layer {at} is above every trained block ({list(trainer.layers)}); "
+                "the model could not learn to resist it."
+            )
+        self.at = at
+
+    def perturbation(self, trainer: Trainer, forget: Batch) -> tuple[int, Tensor]:
+        model = trainer.model
+        resid = trainer.resid_at(forget, self.at)
         mask = forget.mask.to(resid.device)
         delta = torch.zeros_like(resid, requires_grad=True)
         optimizer = torch.optim.AdamW([delta], lr=self.config.lr)
         for _ in range(self.config.steps):
             optimizer.zero_grad(set_to_none=True)
-            logits = model(resid + delta * mask[..., None], start_at_layer=first, return_type="logits")
+            logits = model(resid + delta * mask[..., None], start_at_layer=self.at, return_type="logits")
             nll = mean_token_nll(logits, forget.tokens, forget.mask)
             (grad,) = torch.autograd.grad(nll, [delta])
             delta.grad = grad
@@ -117,7 +138,7 @@ class LAT(TrainerStage):
             with torch.no_grad():
                 delta.copy_(self.project(delta))
             self.count("adversary_passes")
-        return (delta * mask[..., None]).detach()
+        return self.at, (delta * mask[..., None]).detach()
 
 
 Config = LATConfig

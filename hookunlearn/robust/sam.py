@@ -64,7 +64,7 @@ class SAM(TrainerStage):
                 if g is not None:
                     p.add_(self.config.rho * g / (norm + 1e-12))
         try:
-            losses, _ = trainer.losses(micro.forget, micro.retain, micro.delta)
+            losses, _ = trainer.losses(micro.forget, micro.retain, micro.perturbation)
             (forget_part(losses) / micro.n_chunks).backward()
         finally:
             with torch.no_grad():
