@@ -194,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         if key in state["worlds"]:
             continue
         start = time.perf_counter()
+        partial = out.with_name(out.stem + f".{Path(world).name}.rows.jsonl")
+
+        def keep(row: dict[str, Any], partial: Path = partial) -> None:
+            with partial.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row, default=str) + "\n")
+
         result = run_demo(
             Path(world),
             methods=pipelines,
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda message, w=world: print(
                 f"[{Path(w).name}] {message}", file=sys.stderr, flush=True
             ),
+            on_row=keep,
         )
         state["worlds"][key] = result["rows"]
         state["choices"][key] = {k: v for k, v in result.items() if k != "rows"} | {

@@ -168,8 +168,10 @@ def run_demo(
     k: int = 32,
     attack_grid: str = "full",
     progress: Callable[[str], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the flow on the world directory ``world``; returns the table rows and the choices made.
+    """Run the flow on the world directory ``world``; returns the table rows and the choices made
+    (``on_row`` is called with each row as soon as it is measured, before the gaps to the oracle).
     ``attack_grid``: ``full`` (the RTT grid of `RTTConfig`) or ``small`` (one learning rate and
     step count, full and LoRA: for tests)."""
     say = progress or (lambda _message: None)
@@ -219,11 +221,15 @@ def run_demo(
 
     say("base model")
     rows = [_row("base", None, measure(base, topic.chosen_layer))]
+    if on_row is not None:
+        on_row(rows[-1])
     oracle_row = None
     if oracle is not None:
         say("oracle (never saw the forget set)")
         oracle_row = _row("oracle", None, measure(oracle, topic.chosen_layer))
         rows.append(oracle_row)
+        if on_row is not None:
+            on_row(oracle_row)
     for entry, name, stages in pipelines:
         spec = method_spec(name)
         say(f"{entry}: unlearn + eval")
@@ -250,6 +256,8 @@ def run_demo(
         row = _row(entry, seconds, measure(model, layer))
         row["stages"] = outcome.stages
         rows.append(row)
+        if on_row is not None:
+            on_row(row)
     for row in rows:
         _gaps(row, oracle_row)
     return {
