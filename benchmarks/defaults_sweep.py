@@ -45,10 +45,13 @@ def label(config: dict[str, Any]) -> str:
     options = ", ".join(
         f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in config["options"].items()
     )
-    return f"{config['method']} k={config['k']}" + (f" ({options})" if options else " (defaults)")
+    stages = "".join(f"+{s}" for s in config.get("stages", ()))
+    return f"{config['method']}{stages} k={config['k']}" + (f" ({options})" if options else " (defaults)")
 
 
-def run_world(world: Path, configs: list[dict[str, Any]], steps: int) -> list[dict[str, Any]]:
+def run_world(
+    world: Path, configs: list[dict[str, Any]], steps: int, attacks: bool = False
+) -> list[dict[str, Any]]:
     from hookunlearn.data import load_records, load_texts
     from hookunlearn.entities import parse_entity_prompts
     from hookunlearn.evaluation.standard import MCConfig, MCSuite, QAConfig, QASuite
@@ -76,16 +79,32 @@ def run_world(world: Path, configs: list[dict[str, Any]], steps: int) -> list[di
         "benign_mc": MCSuite(MCConfig(data=str(data / "mc_benign.jsonl"))),
         "qa": QASuite(QAConfig(data=str(data / "entity_qa.jsonl"))),
     }
+    if attacks:
+        from hookunlearn.evaluation.attacks import (
+            RelearnConfig,
+            RelearnMCConfig,
+            RelearnMCSuite,
+            RelearnSuite,
+        )
+
+        suites["relearn_mc"] = RelearnMCSuite(
+            RelearnMCConfig(data=str(data / "mc_hazard.jsonl"), train_data=str(data / "forget_corpus.jsonl"))
+        )
+        suites["relearn"] = RelearnSuite(RelearnConfig(data=str(data / "entity_qa.jsonl")))
     context = EvalContext(batch_size=64)
 
     def score(model: Any) -> dict[str, float]:
         out = {key: suite.run(model, context).metrics for key, suite in suites.items()}
-        return {
+        scores = {
             "hazard_mc": out["hazard_mc"]["accuracy"],
             "benign_mc": out["benign_mc"]["accuracy"],
             "qa_forget": out["qa"]["recall[forget]"],
             "qa_retain": out["qa"]["recall[retain]"],
         }
+        if attacks:
+            scores["relearn_hazard_mc"] = out["relearn_mc"]["accuracy_after"]
+            scores["relearn_qa_forget"] = out["relearn"]["recall_after"]
+        return scores
 
     rows = [{"config": "base", **score(base)}]
     for config in configs:
@@ -107,6 +126,8 @@ def run_world(world: Path, configs: list[dict[str, Any]], steps: int) -> list[di
             retain=_world_texts(data, spec.world_data.get("retain")),
             options=config["options"],
             train=TrainConfig(steps=steps),
+            stages=config.get("stages", ()),
+            world_dir=world,
         )
         row = {
             "config": label(config),
@@ -136,7 +157,9 @@ def summarise(worlds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     for name, pairs in by.items():
         rows = [r for r, _ in pairs]
         entry: dict[str, Any] = {"config": name, "worlds": len(rows)}
-        for key in ("hazard_mc", "qa_forget"):
+        for key in ("hazard_mc", "qa_forget", "relearn_hazard_mc", "relearn_qa_forget"):
+            if key not in rows[0]:
+                continue
             entry[f"{key}_mean"] = statistics.fmean(r[key] for r in rows)
             entry[f"{key}_worst"] = max(r[key] for r in rows)
         for key in ("benign_mc", "qa_retain"):
@@ -151,14 +174,19 @@ def table(summary: list[dict[str, Any]], worlds: list[str]) -> str:
         f"Worlds: {', '.join(worlds)}.",
         "",
         "| configuration | hazard MC mean / worst | QA forget mean / worst | benign MC drop (worst) "
-        "| retain QA drop (worst) | target on every world |",
-        "|---|---|---|---|---|---|",
+        "| retain QA drop (worst) | target on every world | relearn: hazard MC / QA forget (worst) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for e in summary:
+        relearn = (
+            f"{e['relearn_hazard_mc_worst']:.1%} / {e['relearn_qa_forget_worst']:.1%}"
+            if "relearn_hazard_mc_worst" in e
+            else ""
+        )
         lines.append(
             f"| {e['config']} | {e['hazard_mc_mean']:.1%} / {e['hazard_mc_worst']:.1%} "
             f"| {e['qa_forget_mean']:.1%} / {e['qa_forget_worst']:.1%} | {e['benign_mc_drop_worst'] * 100:.1f} "
-            f"| {e['qa_retain_drop_worst'] * 100:.1f} | {'yes' if e['meets_target_everywhere'] else 'no'} |"
+            f"| {e['qa_retain_drop_worst'] * 100:.1f} | {'yes' if e['meets_target_everywhere'] else 'no'} | {relearn} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -171,13 +199,16 @@ def main(argv: list[str] | None = None) -> int:
         "--configs", default=None, help="JSON list of {method, k, options} (overrides --grid)."
     )
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--attacks", action="store_true", help="Also the relearning attacks (MC and QA).")
     parser.add_argument("--out", default="benchmarks/results/defaults_sweep.json")
     args = parser.parse_args(argv)
     configs = json.loads(args.configs) if args.configs else GRIDS[args.grid]
     out = Path(args.out)
     state: dict[str, Any] = {"worlds": {}, "configs": configs, "steps": args.steps}
     for world in args.world:
-        state["worlds"][str(Path(world).resolve())] = run_world(Path(world), configs, args.steps)
+        state["worlds"][str(Path(world).resolve())] = run_world(
+            Path(world), configs, args.steps, args.attacks
+        )
         state["summary"] = summarise(state["worlds"])
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = out.with_suffix(".partial")

@@ -38,11 +38,21 @@ DEMO_METHODS: tuple[str, ...] = ("sspu", "rmu", "ga", "align")
 with robustness stages (``sspu+lat``, ``align+distill:alpha=0.3``; `parse_pipeline`)."""
 
 
+CONTROL = "base"
+"""``base+distill``: the control row, the after stages alone on the base model (no unlearning)."""
+
+
 def parse_pipeline(text: str) -> tuple[str, tuple[StageRef, ...]]:
-    """``METHOD[+STAGE[:KEY=VALUE,...]]...`` -> (method, its stages), each checked."""
+    """``METHOD[+STAGE[:KEY=VALUE,...]]...`` -> (method, its stages), each checked; ``base+STAGE``
+    runs only after stages, on the base model (the control: what distillation alone does)."""
     method, *stages = (part.strip() for part in text.split("+"))
+    refs = check_stages(stages)
+    if method == CONTROL:
+        if not refs or any(ref.spec.where != "after" for ref in refs):
+            raise HookunlearnError(f"--methods {text!r}: 'base+' takes only after stages (e.g. base+distill).")
+        return method, refs
     method_spec(method)
-    return method, check_stages(stages)
+    return method, refs
 
 
 def _row(name: str, seconds: float | None, metrics: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -231,6 +241,17 @@ def run_demo(
         if on_row is not None:
             on_row(oracle_row)
     for entry, name, stages in pipelines:
+        if name == CONTROL:
+            say(f"{entry}: the control (no unlearning) + eval")
+            model = load_model(world / "model", device="cpu")
+            start = time.perf_counter()
+            records = _after_stages(model, stages, world)
+            row = _row(entry, time.perf_counter() - start, measure(model, topic.chosen_layer))
+            row["stages"] = records
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+            continue
         spec = method_spec(name)
         say(f"{entry}: unlearn + eval")
         model = load_model(world / "model", device="cpu")
@@ -271,6 +292,16 @@ def run_demo(
         "attacks": {key: dataclasses.asdict(suite.config) for key, suite in attacks.items()},
         "attack_grid": attack_grid,
     }
+
+
+def _after_stages(model: Any, stages: Sequence[StageRef], world: Path) -> list[dict[str, Any]]:
+    from hookunlearn.robust import get_stage, stage_config
+
+    records = []
+    for ref in stages:
+        outcome = get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world)
+        records.append({**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()})
+    return records
 
 
 def _world_texts(data: Path, spec: str | None) -> list[str] | None:
@@ -385,7 +416,7 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
 
     if config.out is not None:
         check_can_write(config.out, force=config.force)
-    unknown = [name for name in config.methods if name.split("+")[0].strip() not in METHODS]
+    unknown = [name for name in config.methods if name.split("+")[0].strip() not in (*METHODS, "base")]
     if unknown:
         raise HookunlearnError(
             f"--methods: {', '.join(unknown)} not available in the demo; use any of {', '.join(METHODS)}, "

@@ -74,6 +74,9 @@ class DistillConfig:
     weight_decay: float = 0.0
     data: str | None = None
     """A corpus spec; default on the embedded world: its training text without the forget units."""
+    include_forget: bool = False
+    """On the embedded world: keep the forget units in the distillation text (UNDO's own mixture,
+    which includes the forget data: the student then learns the teacher's behaviour on it)."""
     seed: int = 0
     """Seeds the noise and the row order."""
 
@@ -279,10 +282,10 @@ def pack_texts(
     return rows, mask
 
 
-def world_texts(world_dir: Path, tokens: int, n_ctx: int, seed: int) -> list[str]:
-    """Fresh epochs of the world's training text without its forget units (the oracle's data),
-    enough for about ``tokens`` token positions; epochs from 10,000 + seed on (not the ones the
-    world model or the oracle trained on)."""
+def world_texts(world_dir: Path, tokens: int, n_ctx: int, seed: int, include_forget: bool = False) -> list[str]:
+    """Fresh epochs of the world's training text without its forget units (the oracle's data; with
+    ``include_forget``, all of it), enough for about ``tokens`` token positions; epochs from
+    10,000 + seed on (not the ones the world model or the oracle trained on)."""
     from hookunlearn.artifacts import read_manifest
     from hookunlearn.world.generator import WorldConfig, generate_world
     from hookunlearn.world.oracle import oracle_units
@@ -293,7 +296,9 @@ def world_texts(world_dir: Path, tokens: int, n_ctx: int, seed: int) -> list[str
     epoch, chars = 10_000 + seed, 0
     # ~3 characters per token position on the world's tokenizer (measured: 1 epoch ~ 110k tokens)
     while chars < tokens * 3 or not texts:
-        units = oracle_units(world, epoch)
+        units = (
+            [u.text for u in world.tagged_training_units(epoch)] if include_forget else oracle_units(world, epoch)
+        )
         texts.extend(units)
         chars += sum(len(u) + 1 for u in units)
         epoch += 1
@@ -339,7 +344,7 @@ class Distill:
             else:
                 check_inputs(config, world_dir)
                 assert world_dir is not None
-                texts = world_texts(world_dir, config.tokens, config.n_ctx, config.seed)
+                texts = world_texts(world_dir, config.tokens, config.n_ctx, config.seed, config.include_forget)
         rows, mask = pack_texts(model, texts, config.n_ctx)
         student, result = distill(
             model,
