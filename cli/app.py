@@ -637,7 +637,11 @@ def export(
 @app.command(cls=ConfigurableCommand, short_help="The whole flow on the embedded world, one table.")
 def demo(
     out: str = typer.Option("demo-report", help="Directory for report.json, report.md and manifest.json."),
-    methods: str = typer.Option("sspu,rmu,ga,align", help="Comma list of methods to compare."),
+    methods: str = typer.Option(
+        "sspu,rmu,ga,align",
+        help="Comma list of methods or pipelines (sspu+lat, align+distill, base+distill); "
+        "separate with ';' when stage options contain commas.",
+    ),
     steps: int = typer.Option(300, min=1, help="Optimiser steps per method (the same budget for all)."),
     k: int = typer.Option(32, min=1, help="Latents per subspace (`build --k`)."),
     world: str | None = typer.Option(
@@ -664,7 +668,7 @@ def demo(
         result = run_demo(
             DemoConfig(
                 out=out,
-                methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+                methods=tuple(m.strip() for m in methods.split(";" if ";" in methods else ",") if m.strip()),
                 steps=steps,
                 k=k,
                 world=world,

@@ -43,12 +43,10 @@ def config_from_options(config_cls: type, options: Mapping[str, Any] | None, lab
     return config_cls(**options)
 
 
-_FLOAT_WORDS = {"nan", "inf", "+inf", "-inf", "infinity", "-infinity"}
-
-
 def _coerce(value: Any, hint: Any, label: str) -> Any:
-    """``value`` as the field's type where that is unambiguous (an int for a float, ``nan``/``inf``
-    text for a float); a value of the wrong type is a clear error."""
+    """``value`` as the field's type where that is unambiguous (an int for a float, number text
+    such as ``nan`` or ``.5`` for a float, an integral float for an int); a value of the wrong type
+    is a clear error."""
     if hint is None:
         return value
     args = typing.get_args(hint)
@@ -65,17 +63,25 @@ def _coerce(value: Any, hint: Any, label: str) -> Any:
             raise HookunlearnError(f"{label}: {value!r} is not one of {', '.join(map(repr, args))}.")
         return value
     if hint is float:
-        if isinstance(value, str) and value.strip().lower() in _FLOAT_WORDS:
-            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # "nan", "inf", ".5": the config's own check judges the value
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise HookunlearnError(f"{label}: {value!r} is not a number.")
         return float(value)
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise HookunlearnError(f"{label}: {value!r} is not an integer.")
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)  # "tokens=1e6"
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise HookunlearnError(f"{label}: {value!r} is not an integer.")
     if hint is bool and not isinstance(value, bool):
         raise HookunlearnError(f"{label}: {value!r} is not true or false.")
     if hint is str and not isinstance(value, str):
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise HookunlearnError(f"{label}: {value!r} is not text.")
     return value
 
 

@@ -301,16 +301,28 @@ class Trainer:
                             MicroBatch(forget_batch, retain_batch, perturbation, losses, total, len(chunks)),
                         )
                     for key, value in losses.items():
+                        if key == "retain_term":  # a part of "loss", for the stages; not logged
+                            continue
                         terms[key] = terms.get(key, 0.0) + float(value.detach()) / len(chunks)
                     terms["total"] = terms.get("total", 0.0) + float(total.detach()) / len(chunks)
                 grads = [p.grad for p in self.params.values() if p.grad is not None]
                 grad_norm = (
                     float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
                 )
+                if not math.isfinite(grad_norm):
+                    with torch.no_grad():
+                        for name, p in self.params.items():
+                            p.copy_(good[name])
+                    raise TrainingDivergedError(
+                        f"the gradient became {grad_norm} at step {step}; the run stopped and the weights were "
+                        "restored to the last good step (the last checkpoint on disk is intact). Lower --lr."
+                    )
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
+                for stage in self.stages:
+                    stage.after_step(self)
                 self.objective.after_step(self.params, self.initial)
                 self.step += 1
                 record = {
@@ -347,6 +359,9 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------
 
+    def _stage_record(self) -> list[dict[str, Any]]:
+        return [{"name": stage.name, "config": asdict(stage.config)} for stage in self.stages]
+
     def save_checkpoint(self, directory: Path) -> Path:
         """Trainable parameters, optimiser state and step, atomically (safetensors + JSON)."""
         from hookunlearn.artifacts import run_directory, save_tensors, write_json
@@ -362,7 +377,13 @@ class Trainer:
         with run_directory(target, force=True) as tmp:
             save_tensors(tmp / "checkpoint.safetensors", tensors)
             write_json(
-                tmp / "state.json", {"step": self.step, "config": asdict(self.config), "params": names}
+                tmp / "state.json",
+                {
+                    "step": self.step,
+                    "config": asdict(self.config),
+                    "params": names,
+                    "stages": self._stage_record(),
+                },
             )
         return target
 
@@ -378,6 +399,11 @@ class Trainer:
         if state["params"] != list(self.params):
             raise HookunlearnError(
                 f"checkpoint {latest} trained other parameters ({state['params']}); cannot resume."
+            )
+        if state.get("stages", []) != self._stage_record():
+            raise HookunlearnError(
+                f"checkpoint {latest} was trained with stages {state.get('stages', [])}, not "
+                f"{self._stage_record()}; resume with the same --stage options or start over with --force."
             )
         tensors = load_file(str(latest / "checkpoint.safetensors"))
         with torch.no_grad():

@@ -9,6 +9,7 @@ comes from the registered eval suites.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,11 +46,14 @@ CONTROL = "base"
 def parse_pipeline(text: str) -> tuple[str, tuple[StageRef, ...]]:
     """``METHOD[+STAGE[:KEY=VALUE,...]]...`` -> (method, its stages), each checked; ``base+STAGE``
     runs only after stages, on the base model (the control: what distillation alone does)."""
-    method, *stages = (part.strip() for part in text.split("+"))
+    # "+" followed by a name separates stages ("rho=1e+0" keeps its exponent)
+    method, *stages = (part.strip() for part in re.split(r"\+(?=[A-Za-z_])", text))
     refs = check_stages(stages)
     if method == CONTROL:
         if not refs or any(ref.spec.where != "after" for ref in refs):
-            raise HookunlearnError(f"--methods {text!r}: 'base+' takes only after stages (e.g. base+distill).")
+            raise HookunlearnError(
+                f"--methods {text!r}: 'base+' takes only after stages (e.g. base+distill)."
+            )
         return method, refs
     method_spec(method)
     return method, refs
@@ -300,7 +304,9 @@ def _after_stages(model: Any, stages: Sequence[StageRef], world: Path) -> list[d
     records = []
     for ref in stages:
         outcome = get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world)
-        records.append({**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()})
+        records.append(
+            {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()}
+        )
     return records
 
 

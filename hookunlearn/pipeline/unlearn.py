@@ -138,7 +138,7 @@ def unlearn_model(
     for ref in refs:
         check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
         if check_inputs is not None:
-            check_inputs(stage_config(ref), world_dir)
+            check_inputs(stage_config(ref), world_dir=world_dir, subspace=subspace is not None)
     objective_cls = get_objective(method)
     spec = objective_cls.spec
     config = method_config(method, options)
@@ -179,7 +179,9 @@ def unlearn_model(
         if ref.spec.where == "trainer"
     ]
     after = [ref for ref in refs if ref.spec.where == "after"]
-    base_state = {k: v.detach().clone() for k, v in model.state_dict().items()} if after else None
+    base_state = (
+        {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if after else None
+    )
     trainer = Trainer(
         model,
         objective,
@@ -215,9 +217,12 @@ def unlearn_model(
     initial = trainer.initial
     if base_state is not None:
         current = model.state_dict()
-        initial = {k: v for k, v in base_state.items() if not torch.equal(v, current[k])}
+        initial = {k: v for k, v in base_state.items() if not torch.equal(v, current[k].detach().cpu())}
     changed = {
-        name: float((current_value - initial[name]).norm() / initial[name].norm().clamp(min=1e-12))
+        name: float(
+            (current_value.detach().cpu() - initial[name].cpu()).norm()
+            / initial[name].norm().clamp(min=1e-12)
+        )
         for name, current_value in model.state_dict().items()
         if name in initial
     }
@@ -358,10 +363,10 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
     from hookunlearn.robust import get_stage, stage_config
 
-    for ref in refs:  # a stage's inputs (distill's text) are known before anything loads
+    for ref in refs:  # a stage's inputs (distill's text, lat's subspace) are checked before the model loads
         check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
         if check_inputs is not None:
-            check_inputs(stage_config(ref), _world_dir(spec))
+            check_inputs(stage_config(ref), world_dir=_world_dir(spec), subspace=subspace is not None)
     # the subspace's SAE was checked against a model loaded with this processing: load the same way
     recorded = subspace.model.get("processing") if subspace is not None else None
     processing = WeightProcessing.parse(recorded) if recorded else None

@@ -38,14 +38,14 @@ class StageSpec:
     unlearned model."""
     summary: str
     paper: str
-    uses_subspace: bool = False
-    """Some option reads the run's subspace (e.g. ``lat``'s ``space=relevant``)."""
+    computes_gradient: bool = False
+    """It computes the step's gradient itself (at most one such stage per pipeline)."""
 
 
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
-    StageSpec("sam", "hookunlearn.robust.sam", "trainer", "sharpness-aware unlearning: the forget loss at the worst nearby weights", "Fan et al. 2025, arXiv 2502.05374"),
-    StageSpec("lat", "hookunlearn.robust.lat", "trainer", "latent adversarial unlearning: forget under a PGD adversary on the residual stream (optionally inside span(U_rel))", "Sheshadri et al. 2024, arXiv 2407.15549", uses_subspace=True),
-    StageSpec("cir", "hookunlearn.robust.cir", "trainer", "remove the principal directions forget activations share with general text from each update", "Sondej & Yang 2025, arXiv 2509.11816"),
+    StageSpec("sam", "hookunlearn.robust.sam", "trainer", "sharpness-aware unlearning: the forget loss at the worst nearby weights", "Fan et al. 2025, arXiv 2502.05374", computes_gradient=True),
+    StageSpec("lat", "hookunlearn.robust.lat", "trainer", "latent adversarial unlearning: forget under a PGD adversary on the residual stream (optionally inside span(U_rel))", "Sheshadri et al. 2024, arXiv 2407.15549"),
+    StageSpec("cir", "hookunlearn.robust.cir", "trainer", "remove the principal directions forget activations share with general text from each update", "Sondej & Yang 2025, arXiv 2509.11816", computes_gradient=True),
     StageSpec("distill", "hookunlearn.robust.distill", "after", "UNDO: distil the unlearned model into a shrink-and-perturb copy of itself", "Lee et al. 2025, arXiv 2506.06278"),
 )}  # fmt: skip
 """Every robustness stage, by name (one line each)."""
@@ -106,6 +106,11 @@ def check_stages(stages: Iterable[StageRef | str]) -> tuple[StageRef, ...]:
                 "'after' stages (distill) in the pipeline."
             )
         stage_config(ref)
+    gradient = [ref.name for ref in refs if ref.spec.computes_gradient]
+    if len(gradient) > 1:
+        raise HookunlearnError(
+            f"--stage: {' and '.join(gradient)} both compute the step's gradient; use one of them."
+        )
     return refs
 
 

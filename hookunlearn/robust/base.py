@@ -55,6 +55,23 @@ def forget_part(losses: dict[str, Tensor]) -> Tensor:
     return losses["loss"] if retain is None else losses["loss"] - retain
 
 
+def retain_part(losses: dict[str, Tensor]) -> Tensor:
+    """The rest of a step's total: the weighted retain term plus the method's regulariser (zero
+    when it has neither); built from those terms alone, so its backward never enters the forget graph."""
+    parts = [losses[key] for key in ("retain_term", "regularizer") if key in losses]
+    if not parts:
+        return torch.zeros(())
+    return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+def predicting_mask(mask: Tensor) -> Tensor:
+    """The positions a masked token's loss reads: the token itself (activation losses) and the one
+    before it (whose logits predict it)."""
+    before = torch.zeros_like(mask)
+    before[:, :-1] = mask[:, 1:]
+    return mask | before
+
+
 class TrainerStage:
     """Base class: every hook is a no-op."""
 
@@ -82,6 +99,9 @@ class TrainerStage:
     def forward_context(self, trainer: Trainer) -> AbstractContextManager[Any]:
         """A context the trainer runs each micro-batch's loss forward in (e.g. capture hooks)."""
         return nullcontext()
+
+    def after_step(self, trainer: Trainer) -> None:
+        """Called once after every optimiser step (whatever the number of micro-batches)."""
 
     def backward(self, trainer: Trainer, micro: MicroBatch) -> None:
         """Accumulate the micro-batch's gradient into the trained parameters' ``.grad``."""

@@ -42,7 +42,14 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.robust.base import MicroBatch, StageContext, TrainerStage, forget_part
+from hookunlearn.robust.base import (
+    MicroBatch,
+    StageContext,
+    TrainerStage,
+    forget_part,
+    predicting_mask,
+    retain_part,
+)
 from hookunlearn.tokens import batch_indices
 
 if TYPE_CHECKING:
@@ -65,15 +72,23 @@ class CIRConfig:
     """Rows (token positions) kept per module for a refresh."""
 
     def __post_init__(self) -> None:
-        for key in ("act_components", "grad_components", "warmup_batches", "max_rows"):
+        for key in ("act_components", "grad_components"):
+            if getattr(self, key) < 0:
+                raise HookunlearnError(
+                    f"stage cir: {key} {getattr(self, key)} must be >= 0 (0: leave that side)."
+                )
+        for key in ("warmup_batches", "max_rows"):
             if getattr(self, key) < 1:
                 raise HookunlearnError(f"stage cir: {key} {getattr(self, key)} must be at least 1.")
         if self.refresh_every < 0:
             raise HookunlearnError(f"stage cir: refresh_every {self.refresh_every} must be >= 0.")
 
 
-def orthonormal_basis(rows: Float[Tensor, "n d"], components: int) -> Float[Tensor, "d k"]:
-    """An orthonormal basis of the rows' mean and their top ``components - 1`` principal components."""
+def orthonormal_basis(rows: Float[Tensor, "n d"], components: int) -> Float[Tensor, "d k"] | None:
+    """An orthonormal basis of the rows' mean and their top ``components - 1`` principal components
+    (None for 0 components: nothing removed)."""
+    if components == 0:
+        return None
     rows = rows.float()
     mean = rows.mean(dim=0, keepdim=True)
     parts = [mean.T]
@@ -114,7 +129,7 @@ class CIR(TrainerStage):
 
     def __init__(self, config: CIRConfig, context: StageContext) -> None:
         super().__init__(config, context)
-        self.bases: dict[str, tuple[Tensor, Tensor]] = {}
+        self.bases: dict[str, tuple[Tensor | None, Tensor | None]] = {}
         """Per trained parameter: (activation basis, gradient basis)."""
         self.buffers: dict[str, tuple[list[Tensor], list[Tensor]]] = {}
         self._acts: dict[str, Tensor] = {}
@@ -133,7 +148,8 @@ class CIR(TrainerStage):
                 )
             act_hook, out_hook = _hooks_for(inner, gated)
             self.modules[full] = (f"blocks.{layer}.{act_hook}", f"blocks.{layer}.{out_hook}")
-        self.rows_per_step = max(1, math.ceil(self.config.max_rows / max(1, self.config.refresh_every or 1)))
+        per_refresh = max(1, self.config.refresh_every) * trainer.config.grad_accum
+        self.rows_per_step = max(1, math.ceil(self.config.max_rows / per_refresh))
         generator = torch.Generator().manual_seed(self.context.seed + 7919)
         self._generator = generator
         warm_rows = max(1, math.ceil(self.config.max_rows / self.config.warmup_batches))
@@ -148,6 +164,12 @@ class CIR(TrainerStage):
             with self.capturing(trainer):
                 losses, _ = trainer.losses(forget, retain)
             grads = self._output_grads(forget_part(losses))
+            missing = sorted(set(self.modules) - set(grads))
+            if missing:
+                raise HookunlearnError(
+                    f"stage cir: no forget-side activations were captured for {', '.join(missing)} "
+                    "(its hook points did not fire with a graph); train other parameters."
+                )
             self._collect(grads, forget.mask, warm_rows)
             self.count("warmup_passes")
         self._refresh()
@@ -155,7 +177,7 @@ class CIR(TrainerStage):
     def capturing(self, trainer: Trainer) -> Any:
         """Hooks that keep, for every trained module, the first input and output that carry a graph
         in this forward (the forget side: the trainer runs it first; the reference path has none)."""
-        self._acts, self._outs = {}, {}
+        self._acts, self._outs, self._pending = {}, {}, {}
         hooks = []
         for full, (act_hook, out_hook) in self.modules.items():
             hooks.append((act_hook, self._keep_input(full)))
@@ -164,16 +186,15 @@ class CIR(TrainerStage):
 
     def _keep_input(self, full: str) -> Any:
         def hook(value: Tensor, hook: Any) -> None:
-            self._pending_input = (full, value.detach())
+            self._pending[full] = value.detach()
 
         return hook
 
     def _keep_output(self, full: str) -> Any:
         def hook(value: Tensor, hook: Any) -> None:
-            pending = getattr(self, "_pending_input", None)
-            if value.requires_grad and full not in self._outs and pending is not None and pending[0] == full:
-                self._acts[full], self._outs[full] = pending[1], value
-            self._pending_input = None
+            pending = self._pending.pop(full, None)
+            if value.requires_grad and full not in self._outs and pending is not None:
+                self._acts[full], self._outs[full] = pending, value
 
         return hook
 
@@ -188,7 +209,8 @@ class CIR(TrainerStage):
         }
 
     def _collect(self, grads: dict[str, Tensor], mask: Tensor, rows: int) -> None:
-        flat_mask = mask.to(next(iter(grads.values())).device).reshape(-1) if grads else None
+        # the forget tokens and the positions whose logits predict them (an output loss reads those)
+        flat_mask = predicting_mask(mask).to(next(iter(grads.values())).device).reshape(-1) if grads else None
         for full, grad in grads.items():
             acts = self._acts[full].reshape(-1, self._acts[full].shape[-1])[flat_mask]
             outs = grad.reshape(-1, grad.shape[-1])[flat_mask]
@@ -209,6 +231,10 @@ class CIR(TrainerStage):
         self.buffers = {}
         self.count("refreshes")
 
+    def after_step(self, trainer: Trainer) -> None:
+        if self.config.refresh_every and (trainer.step + 1) % self.config.refresh_every == 0:
+            self._refresh()
+
     # --- the step -------------------------------------------------------------------------------
 
     def forward_context(self, trainer: Trainer) -> Any:
@@ -217,7 +243,7 @@ class CIR(TrainerStage):
     def backward(self, trainer: Trainer, micro: MicroBatch) -> None:
         params = trainer.params
         forget = forget_part(micro.losses)
-        rest = micro.total - forget
+        rest = retain_part(micro.losses)
         if self.config.refresh_every:
             # the directions of the next refresh: this step's unprojected forget rows (the trainer
             # ran this micro-batch's forward inside `forward_context`)
@@ -231,8 +257,6 @@ class CIR(TrainerStage):
             projected = project_gradient(grad, *self.bases.get(full, (None, None)))
             projected = projected / micro.n_chunks
             param.grad = projected if param.grad is None else param.grad + projected
-        if self.config.refresh_every and (trainer.step + 1) % self.config.refresh_every == 0:
-            self._refresh()
 
 
 def project_gradient(

@@ -96,9 +96,13 @@ class DistillConfig:
             raise HookunlearnError("stage distill: warmup_steps and weight_decay must be >= 0.")
 
 
-def check_inputs(config: DistillConfig, world_dir: Path | None) -> None:
-    """Before any training: the text to distil on is known (``data``, or the world's)."""
-    if config.data is None and world_dir is None:
+def check_inputs(config: DistillConfig, *, world_dir: Path | None, subspace: bool = False) -> None:
+    """Before any training: the text to distil on is known and readable (``data``, or the world's)."""
+    if config.data is not None:
+        from hookunlearn.data import load_texts
+
+        load_texts(config.data)  # a missing or empty corpus is an error now, not after the run
+    elif world_dir is None:
         raise HookunlearnError(
             "stage distill needs text to distil on: --stage distill:data=CORPUS (general text "
             "without the forget set); the world's training text is the default only on the world model."
@@ -282,7 +286,9 @@ def pack_texts(
     return rows, mask
 
 
-def world_texts(world_dir: Path, tokens: int, n_ctx: int, seed: int, include_forget: bool = False) -> list[str]:
+def world_texts(
+    world_dir: Path, tokens: int, n_ctx: int, seed: int, include_forget: bool = False
+) -> list[str]:
     """Fresh epochs of the world's training text without its forget units (the oracle's data; with
     ``include_forget``, all of it), enough for about ``tokens`` token positions; epochs from
     10,000 + seed on (not the ones the world model or the oracle trained on)."""
@@ -297,7 +303,9 @@ def world_texts(world_dir: Path, tokens: int, n_ctx: int, seed: int, include_for
     # ~3 characters per token position on the world's tokenizer (measured: 1 epoch ~ 110k tokens)
     while chars < tokens * 3 or not texts:
         units = (
-            [u.text for u in world.tagged_training_units(epoch)] if include_forget else oracle_units(world, epoch)
+            [u.text for u in world.tagged_training_units(epoch)]
+            if include_forget
+            else oracle_units(world, epoch)
         )
         texts.extend(units)
         chars += sum(len(u) + 1 for u in units)
@@ -342,9 +350,11 @@ class Distill:
 
                 texts = load_texts(config.data)
             else:
-                check_inputs(config, world_dir)
+                check_inputs(config, world_dir=world_dir)
                 assert world_dir is not None
-                texts = world_texts(world_dir, config.tokens, config.n_ctx, config.seed, config.include_forget)
+                texts = world_texts(
+                    world_dir, config.tokens, config.n_ctx, config.seed, config.include_forget
+                )
         rows, mask = pack_texts(model, texts, config.n_ctx)
         student, result = distill(
             model,

@@ -21,10 +21,15 @@ Ours, for every weight-editing method of the registry:
 - the adversary minimises the forget text's next-token NLL through the whole model ("toward");
   the reference's "away" term (raising the retain text's loss) is left out: it makes the attack
   damage retain behaviour rather than restore forgotten behaviour;
+- the perturbed positions are the forget tokens and the positions whose logits predict them
+  (the reference perturbs every prompt token);
 - ``space="relevant"`` (the SAE-guided variant our data makes natural) keeps the perturbation
   inside span(U_rel), the subspace `build` found the knowledge in: after every adversary step it
   is projected onto span(U_rel) and then onto the ball (U_rel is orthonormal, so the ball
-  projection keeps it in the span); ``space="full"`` is the reference's unconstrained one;
+  projection keeps it in the span); ``space="full"`` is the reference's unconstrained one. U_rel
+  is a basis of the residual stream after the hooked block (``hook_resid_post``, where the SAE
+  reads); the default perturbation point is that block's *input*, one block earlier: the same
+  residual-stream coordinates, but not the exact activations the SAE was trained on;
 - defaults from the world sweep (docs/methods/robust.md): the radius is in the model's residual
   units, so it is a fraction of the typical residual norm, not the reference's 2 (for a 4096-wide
   model).
@@ -44,7 +49,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.robust.base import StageContext, TrainerStage
+from hookunlearn.robust.base import StageContext, TrainerStage, predicting_mask
 from hookunlearn.tokens import Batch, mean_token_nll
 
 if TYPE_CHECKING:
@@ -78,6 +83,18 @@ class LATConfig:
             raise HookunlearnError(f"stage lat: layer {self.layer} must be >= 0.")
 
 
+_NEEDS_SUBSPACE = (
+    "stage lat with space=relevant needs a subspace (span(U_rel)): pass a `build` directory, "
+    "or use --stage lat:space=full."
+)
+
+
+def check_inputs(config: LATConfig, *, world_dir: object = None, subspace: bool = False) -> None:
+    """Before anything loads: ``space=relevant`` has its subspace."""
+    if config.space == "relevant" and not subspace:
+        raise HookunlearnError(_NEEDS_SUBSPACE)
+
+
 def project_ball(delta: Float[Tensor, "batch pos d_model"], eps: float) -> Float[Tensor, "batch pos d_model"]:
     """Scale each token's perturbation down to L2 norm ``eps`` when it is longer (GDAdversary's clip)."""
     norms = delta.norm(dim=-1, keepdim=True)
@@ -93,10 +110,7 @@ class LAT(TrainerStage):
         self.basis: Tensor | None = None
         if config.space == "relevant":
             if context.subspace is None:
-                raise HookunlearnError(
-                    "stage lat with space=relevant needs a subspace (span(U_rel)); pass a `build` "
-                    "directory, or use -o space=full via --stage lat:space=full."
-                )
+                raise HookunlearnError(_NEEDS_SUBSPACE)
             self.basis = context.subspace.U_rel.float()
 
     def project(self, delta: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
@@ -125,7 +139,9 @@ class LAT(TrainerStage):
     def perturbation(self, trainer: Trainer, forget: Batch) -> tuple[int, Tensor]:
         model = trainer.model
         resid = trainer.resid_at(forget, self.at)
-        mask = forget.mask.to(resid.device)
+        # the forget tokens and the positions whose logits predict them (a one-token entity span
+        # is read from the position before it)
+        mask = predicting_mask(forget.mask).to(resid.device)
         delta = torch.zeros_like(resid, requires_grad=True)
         optimizer = torch.optim.AdamW([delta], lr=self.config.lr)
         for _ in range(self.config.steps):

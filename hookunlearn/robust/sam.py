@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING
 import torch
 
 from hookunlearn.errors import HookunlearnError
-from hookunlearn.robust.base import MicroBatch, TrainerStage, forget_part, global_norm
+from hookunlearn.robust.base import MicroBatch, TrainerStage, forget_part, global_norm, retain_part
 
 if TYPE_CHECKING:
     from hookunlearn.train import Trainer
+
+from hookunlearn.train import TrainingDivergedError
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class SAM(TrainerStage):
     def backward(self, trainer: Trainer, micro: MicroBatch) -> None:
         params = list(trainer.params.values())
         forget = forget_part(micro.losses)
-        rest = micro.total - forget
+        rest = retain_part(micro.losses)
         grads = torch.autograd.grad(forget, params, retain_graph=rest.requires_grad, allow_unused=True)
         if rest.requires_grad:
             (rest / micro.n_chunks).backward()
@@ -65,7 +67,13 @@ class SAM(TrainerStage):
                     p.add_(self.config.rho * g / (norm + 1e-12))
         try:
             losses, _ = trainer.losses(micro.forget, micro.retain, micro.perturbation)
-            (forget_part(losses) / micro.n_chunks).backward()
+            perturbed = forget_part(losses)
+            if not torch.isfinite(perturbed):
+                raise TrainingDivergedError(
+                    f"stage sam: the forget loss at the perturbed weights became {float(perturbed)} at step "
+                    f"{trainer.step}; lower rho or --lr (the weights were restored to the last good step)."
+                )
+            (perturbed / micro.n_chunks).backward()
         finally:
             with torch.no_grad():
                 for p, value in zip(params, saved, strict=True):

@@ -12,7 +12,7 @@ from hookunlearn.errors import HookunlearnError
 from hookunlearn.objectives import METHODS, get_objective
 from hookunlearn.pipeline.unlearn import method_config
 from hookunlearn.robust import STAGES, StageRef, check_stages, get_stage, parse_stage, pipeline_name
-from hookunlearn.robust.base import MicroBatch, StageContext, forget_part
+from hookunlearn.robust.base import MicroBatch, StageContext, forget_part, predicting_mask
 from hookunlearn.robust.cir import CIR, CIRConfig, orthonormal_basis, project_gradient
 from hookunlearn.robust.distill import DistillConfig, distill, kl_to_teacher, shrink_perturb, xavier_bound
 from hookunlearn.robust.lat import LAT, LATConfig
@@ -60,6 +60,7 @@ def test_parse_stage_reads_name_and_options() -> None:
         (["sam:radius=1"], "has no option(s) radius"),
         (["sam", "sam"], "named twice"),
         (["distill", "sam"], "come before"),
+        (["sam", "cir"], "both compute"),
     ],
 )
 def test_bad_stage_lists_are_clear_errors(stages, message) -> None:
@@ -74,13 +75,26 @@ def test_two_gradient_stages_are_refused() -> None:
 
 
 @pytest.mark.parametrize("name", ["sspu", "rmu", "ga", "graddiff", "npo", "align"])
-def test_every_method_returns_its_retain_term_with_a_graph(name: str) -> None:
-    model = _model()
-    trainer = _trainer(model, name)
-    losses, _ = trainer.losses(trainer.forget.batch(torch.arange(4)), trainer.retain.batch(torch.arange(4)))
-    if METHODS[name].retain:
-        assert losses["retain_term"].requires_grad
-    assert forget_part(losses).requires_grad
+def test_the_forget_part_is_the_loss_without_its_retain_term(name: str) -> None:
+    if not METHODS[name].retain:
+        pytest.skip("gradient ascent has no retain term: its forget part is its loss")
+    forget, retain = _data(0).batch(torch.arange(4)), _data(1).batch(torch.arange(4))
+
+    def moved(trainer: Trainer) -> Trainer:  # off the initial weights, so the retain term is not 0
+        generator = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for p in trainer.params.values():
+                p.add_(0.1 * torch.randn(p.shape, generator=generator))
+        return trainer
+
+    losses, _ = moved(_trainer(_model(), name)).losses(forget, retain)
+    assert losses["retain_term"].requires_grad and float(losses["retain_term"]) > 0
+    trainer = moved(_trainer(_model(), name))
+    trainer.objective = get_objective(name)(
+        method_config(name, {"alpha": 0.0}), _context(_model(), METHODS[name], _data(0))
+    )
+    alone, _ = trainer.losses(forget, retain)
+    assert float(forget_part(losses)) == pytest.approx(float(alone["loss"]), rel=1e-5, abs=1e-6)
 
 
 # --- SAM ------------------------------------------------------------------------------------
@@ -122,6 +136,9 @@ def test_sam_runs_in_the_trainer_and_records_its_cost() -> None:
     model = _model()
     result = _trainer(model, "rmu", [SAM(SAMConfig(), StageContext())], steps=3).run()
     assert result.stages["sam"]["extra_passes"] == 3
+    assert "retain_term" not in result.log[-1]  # a part of the loss, not a logged term
+    accumulated = _trainer(_model(), "rmu", [SAM(SAMConfig(), StageContext())], steps=3, grad_accum=2).run()
+    assert accumulated.stages["sam"]["extra_passes"] == 6  # once per micro-batch
 
 
 @pytest.mark.parametrize("rho", [0.0, -1.0, float("nan"), float("inf")])
@@ -143,6 +160,7 @@ def test_lat_perturbation_stays_in_the_relevant_span_and_the_ball_and_restores_t
     stage = LAT(LATConfig(eps=eps, steps=10, lr=0.1, space="relevant"), StageContext(subspace=subspace))
     stage.setup(trainer)
     forget = trainer.forget.batch(torch.arange(4))
+    forget.mask[:, :4] = False  # a span in the middle: the loss reads positions 3..9 only
     at, delta = stage.perturbation(trainer, forget)
     assert at == LAYER  # the hooked layer's input, as the reference
     u = subspace.U_rel.float()
@@ -150,9 +168,8 @@ def test_lat_perturbation_stays_in_the_relevant_span_and_the_ball_and_restores_t
     assert float(outside.abs().max()) < 1e-5  # inside span(U_rel)
     assert float(delta.norm(dim=-1).max()) <= eps + 1e-5  # inside the per-token ball
     assert float(delta.norm(dim=-1).max()) > 0.5 * eps  # and it used its budget
-    assert torch.equal(
-        delta[~forget.mask], torch.zeros_like(delta[~forget.mask])
-    )  # masked positions untouched
+    reads = predicting_mask(forget.mask)
+    assert torch.equal(delta[~reads], torch.zeros_like(delta[~reads]))  # positions no loss reads untouched
     resid = trainer.resid_at(forget, at)
 
     def nll(d):
@@ -161,6 +178,9 @@ def test_lat_perturbation_stays_in_the_relevant_span_and_the_ball_and_restores_t
 
     assert nll(delta) < nll(torch.zeros_like(delta))  # the adversary brings the forget text back
     assert stage.cost()["adversary_passes"] == 10
+    assert (
+        float(delta[:, 3].norm()) > 0 and float(delta[:, :3].abs().max()) == 0
+    )  # the predicting position too
 
 
 def test_lat_full_space_needs_no_subspace_and_relevant_does() -> None:
@@ -230,13 +250,38 @@ def test_cir_projects_the_forget_gradient_in_the_trainer() -> None:
     assert stage.cost()["warmup_passes"] == 2
 
 
-def test_cir_refreshes_and_runs_in_the_trainer() -> None:
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_cir_refreshes_once_per_refresh_step_and_runs_in_the_trainer(grad_accum: int) -> None:
     model = _model()
     stage = CIR(
         CIRConfig(act_components=4, grad_components=3, warmup_batches=1, refresh_every=2), StageContext()
     )
-    result = _trainer(model, "rmu", [stage], steps=4).run()
+    result = _trainer(model, "rmu", [stage], steps=4, grad_accum=grad_accum).run()
     assert result.stages["cir"]["refreshes"] == 1 + 2
+
+
+def test_cir_captures_the_forget_forward_not_the_retain_or_the_reference() -> None:
+    model = _model()
+    stage = CIR(
+        CIRConfig(act_components=2, grad_components=2, warmup_batches=1, refresh_every=0), StageContext()
+    )
+    trainer = _trainer(model, "rmu", [stage], steps=1)
+    stage.setup(trainer)
+    forget, retain = trainer.forget.batch(torch.arange(4)), trainer.retain.batch(torch.arange(4, 8))
+    with stage.forward_context(trainer):
+        trainer.losses(forget, retain)
+    _, cache = model.run_with_cache(forget.tokens, stop_at_layer=LAYER + 1)
+    for name in trainer.params:
+        layer = name.split(".")[1]
+        torch.testing.assert_close(stage._acts[name], cache[f"blocks.{layer}.mlp.hook_post"])
+
+
+def test_cir_with_no_gradient_directions_projects_the_activation_side_only() -> None:
+    grad = torch.randn(8, 6)
+    acts = orthonormal_basis(torch.randn(50, 8), 3)
+    assert orthonormal_basis(torch.randn(50, 6), 0) is None
+    projected = project_gradient(grad, acts, None)
+    assert float((acts.T @ projected).abs().max()) < 1e-5
 
 
 def test_cir_refuses_parameters_it_cannot_project() -> None:
@@ -296,3 +341,18 @@ def test_distill_starts_from_the_perturbed_student_and_moves_it_toward_the_teach
     same, _ = distill(teacher, rows, mask, dataclasses.replace(config, tokens=1, lr=1e-12))
     for a, b in zip(same.parameters(), start.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_demo_pipelines_parse_and_the_control_takes_only_after_stages() -> None:
+    from hookunlearn.pipeline.demo import parse_pipeline
+
+    method, stages = parse_pipeline("sspu+lat:eps=2+distill")
+    assert method == "sspu" and [s.name for s in stages] == ["lat", "distill"]
+    assert parse_pipeline("base+distill:alpha=0.8")[0] == "base"
+    for bad, message in (
+        ("base+sam", "only after stages"),
+        ("base", "only after stages"),
+        ("magic+sam", "magic"),
+    ):
+        with pytest.raises(HookunlearnError, match=message):
+            parse_pipeline(bad)
