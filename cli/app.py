@@ -638,7 +638,7 @@ def export(
 def demo(
     out: str = typer.Option("demo-report", help="Directory for report.json, report.md and manifest.json."),
     methods: str = typer.Option(
-        "sspu,rmu,ga,align",
+        "sspu,rmu,ga,align,sspu+distill,base+distill",
         help="Comma list of methods or pipelines (sspu+lat, align+distill, base+distill); "
         "separate with ';' when stage options contain commas.",
     ),

@@ -34,9 +34,11 @@ from hookunlearn.subspace import build
 from hookunlearn.train import TrainConfig
 from hookunlearn.world.oracle import ORACLE_DIR
 
-DEMO_METHODS: tuple[str, ...] = ("sspu", "rmu", "ga", "align")
-"""The demo's default methods; any registered method may be asked for, alone or as a pipeline
-with robustness stages (``sspu+lat``, ``align+distill:alpha=0.3``; `parse_pipeline`)."""
+DEMO_METHODS: tuple[str, ...] = ("sspu", "rmu", "ga", "align", "sspu+distill", "base+distill")
+"""The demo's default methods: the plain ones, the pipeline that held best under attack across
+worlds (docs/methods/robust.md) and its control (distillation alone, no unlearning); any
+registered method may be asked for, alone or as a pipeline with robustness stages (``sspu+lat``,
+``align+distill:alpha=0.3``; `parse_pipeline`)."""
 
 
 CONTROL = "base"
