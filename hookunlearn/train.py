@@ -283,13 +283,11 @@ class Trainer:
                             stack.enter_context(stage.forward_context(self))
                         losses, total = self.losses(forget_batch, retain_batch, perturbation)
                     if not torch.isfinite(total):
-                        with torch.no_grad():
-                            for name, p in self.params.items():
-                                p.copy_(good[name])
-                        raise TrainingDivergedError(
-                            f"the loss became {float(total)} at step {step}; the run stopped and the weights were "
-                            "restored to the last good step (the last checkpoint on disk is intact). Lower --lr, "
-                            "the steering coefficient or alpha."
+                        raise self._diverged(
+                            good,
+                            f"the loss became {float(total)}",
+                            step,
+                            "--lr, the steering coefficient or alpha",
                         )
                     if gradient_stage is None:
                         (total / len(chunks)).backward()
@@ -310,13 +308,7 @@ class Trainer:
                     float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
                 )
                 if not math.isfinite(grad_norm):
-                    with torch.no_grad():
-                        for name, p in self.params.items():
-                            p.copy_(good[name])
-                    raise TrainingDivergedError(
-                        f"the gradient became {grad_norm} at step {step}; the run stopped and the weights were "
-                        "restored to the last good step (the last checkpoint on disk is intact). Lower --lr."
-                    )
+                    raise self._diverged(good, f"the gradient became {grad_norm}", step, "--lr")
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(list(self.params.values()), config.grad_clip)
                 self.optimizer.step()
@@ -358,6 +350,16 @@ class Trainer:
         )
 
     # --- checkpoints ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _diverged(self, good: dict[str, Tensor], what: str, step: int, lower: str) -> TrainingDivergedError:
+        """Restore the last good weights; the error to raise."""
+        for name, p in self.params.items():
+            p.copy_(good[name])
+        return TrainingDivergedError(
+            f"{what} at step {step}; the run stopped and the weights were restored to the last good step "
+            f"(the last checkpoint on disk is intact). Lower {lower}."
+        )
 
     def _stage_record(self) -> list[dict[str, Any]]:
         return [{"name": stage.name, "config": asdict(stage.config)} for stage in self.stages]
