@@ -58,7 +58,8 @@ FORWARD_COST, BACKWARD_COST = 1, 2
 @dataclass(frozen=True)
 class DistillConfig:
     alpha: float = 0.5
-    """Shrink toward noise: 0 keeps the teacher, 1 starts from pure noise (UNDO sweeps 0.1-0.8)."""
+    """Shrink toward noise: 0 keeps the teacher, 1 starts from pure noise (UNDO sweeps 0.1-0.8; on
+    the world, 0.8 at 1 M tokens destroyed the model, docs/methods/robust.md)."""
     beta: float = 0.1
     """Noise scale inside the mix (UNDO: 0.1 on language and arithmetic, 0 on WMDP)."""
     tokens: int = 1_000_000

@@ -59,7 +59,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class LATConfig:
     eps: float = 4.0
-    """Per-token L2 radius of the perturbation (residual-stream units; world sweep)."""
+    """Per-token L2 radius (residual-stream units; ~20% of the world model's residual norm entering
+    block 2). The seed-1 sweep tried 1 and 4; neither changed sspu's relearning, 4 helped align a
+    little (docs/methods/robust.md)."""
     steps: int = 8
     """PGD steps per micro-batch (the reference: 16)."""
     lr: float = 0.05

@@ -35,8 +35,8 @@ from hookunlearn.train import TrainingDivergedError
 @dataclass(frozen=True)
 class SAMConfig:
     rho: float = 0.01
-    """Radius of the weight perturbation (one global L2 norm). The reference's WMDP and MUSE runs
-    use 0.01 on 7B models; the world sweep (docs/methods/robust.md) chose this value."""
+    """Radius of the weight perturbation (one global L2 norm): the reference's WMDP and MUSE runs
+    (7B models). On the world, 0.01-1.0 did not change relearning (docs/methods/robust.md)."""
 
     def __post_init__(self) -> None:
         if not (self.rho > 0 and math.isfinite(self.rho)):
