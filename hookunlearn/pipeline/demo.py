@@ -27,7 +27,7 @@ from hookunlearn.evaluation.suites import EvalContext
 from hookunlearn.models import load_model
 from hookunlearn.objectives import METHODS, method_spec
 from hookunlearn.pipeline.unlearn import unlearn_model
-from hookunlearn.robust import StageRef, check_stages
+from hookunlearn.robust import StageRef, check_stages, run_after_stages
 from hookunlearn.saes import load_sae
 from hookunlearn.selection import select
 from hookunlearn.subspace import build
@@ -251,7 +251,7 @@ def run_demo(
             say(f"{entry}: the control (no unlearning) + eval")
             model = load_model(world / "model", device="cpu")
             start = time.perf_counter()
-            records = _after_stages(model, stages, world)
+            records = run_after_stages(model, stages, world)
             row = _row(entry, time.perf_counter() - start, measure(model, topic.chosen_layer))
             row["stages"] = records
             rows.append(row)
@@ -298,18 +298,6 @@ def run_demo(
         "attacks": {key: dataclasses.asdict(suite.config) for key, suite in attacks.items()},
         "attack_grid": attack_grid,
     }
-
-
-def _after_stages(model: Any, stages: Sequence[StageRef], world: Path) -> list[dict[str, Any]]:
-    from hookunlearn.robust import get_stage, stage_config
-
-    records = []
-    for ref in stages:
-        outcome = get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world)
-        records.append(
-            {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()}
-        )
-    return records
 
 
 def _world_texts(data: Path, spec: str | None) -> list[str] | None:

@@ -131,14 +131,18 @@ def unlearn_model(
     (`hookunlearn.robust.STAGES`; ``trainer`` stages change the method's run, ``after`` stages
     run on its result); see the module docstring for the data it reads. ``world_dir``: the world
     the model comes from (the default data of ``distill``)."""
-    from hookunlearn.robust import check_stages, get_stage, stage_config
+    from hookunlearn.robust import (
+        check_stage_inputs,
+        check_stages,
+        get_stage,
+        run_after_stages,
+        stage_config,
+        stage_record,
+    )
     from hookunlearn.robust.base import StageContext
 
     refs = check_stages(stages)
-    for ref in refs:
-        check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
-        if check_inputs is not None:
-            check_inputs(stage_config(ref), world_dir=world_dir, subspace=subspace is not None)
+    check_stage_inputs(refs, world_dir=world_dir, subspace=subspace is not None)
     objective_cls = get_objective(method)
     spec = objective_cls.spec
     config = method_config(method, options)
@@ -200,20 +204,10 @@ def unlearn_model(
         out_dir.mkdir(parents=True, exist_ok=True)
     result = trainer.run(out_dir=out_dir, progress=progress)
     result.resumed_from = resumed_from
-    stage_records: list[dict[str, Any]] = [
-        {
-            **ref.to_dict(),
-            "options": dataclasses.asdict(stage_config(ref)),
-            "cost": result.stages.get(ref.name, {}),
-        }
-        for ref in refs
-        if ref.spec.where == "trainer"
+    stage_records = [
+        stage_record(ref, result.stages.get(ref.name, {})) for ref in refs if ref.spec.where == "trainer"
     ]
-    for ref in after:
-        outcome = get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world_dir)
-        stage_records.append(
-            {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": outcome.to_dict()}
-        )
+    stage_records += run_after_stages(model, after, world_dir)
     initial = trainer.initial
     if base_state is not None:
         current = model.state_dict()
@@ -361,12 +355,10 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     subspace = Subspace.load(config.subspace) if config.subspace else None
     manifest_in = read_manifest(config.subspace, kind="subspace") if config.subspace else None
     spec = config.model or (subspace.model.get("spec") if subspace else None) or "world"
-    from hookunlearn.robust import get_stage, stage_config
+    from hookunlearn.robust import check_stage_inputs
 
-    for ref in refs:  # a stage's inputs (distill's text, lat's subspace) are checked before the model loads
-        check_inputs = getattr(get_stage(ref.name), "check_inputs", None)
-        if check_inputs is not None:
-            check_inputs(stage_config(ref), world_dir=_world_dir(spec), subspace=subspace is not None)
+    # a stage's inputs (distill's text, lat's subspace) are checked before the model loads
+    check_stage_inputs(refs, world_dir=_world_dir(spec), subspace=subspace is not None)
     # the subspace's SAE was checked against a model loaded with this processing: load the same way
     recorded = subspace.model.get("processing") if subspace is not None else None
     processing = WeightProcessing.parse(recorded) if recorded else None

@@ -119,6 +119,33 @@ def stage_config(ref: StageRef) -> Any:
     return config_from_options(get_stage(ref.name).Config, ref.options, f"stage {ref.name!r}")
 
 
+def check_stage_inputs(refs: Iterable[StageRef], *, world_dir: Any, subspace: bool) -> None:
+    """Each stage's own check of what it reads (``check_inputs`` in its module, when it has one:
+    distill's text, lat's subspace), before any model loads."""
+    for ref in refs:
+        check = getattr(get_stage(ref.name), "check_inputs", None)
+        if check is not None:
+            check(stage_config(ref), world_dir=world_dir, subspace=subspace)
+
+
+def stage_record(ref: StageRef, cost: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run records of a stage: its name, its options (all of them) and its cost."""
+    import dataclasses
+
+    return {**ref.to_dict(), "options": dataclasses.asdict(stage_config(ref)), "cost": dict(cost)}
+
+
+def run_after_stages(model: Any, refs: Iterable[StageRef], world_dir: Any) -> list[dict[str, Any]]:
+    """Run the ``after`` stages of ``refs`` on ``model`` (in place), in order; their records."""
+    return [
+        stage_record(
+            ref, get_stage(ref.name).STAGE(stage_config(ref)).run(model, world_dir=world_dir).to_dict()
+        )
+        for ref in refs
+        if ref.spec.where == "after"
+    ]
+
+
 def pipeline_name(method: str, stages: Sequence[StageRef]) -> str:
     """``sspu+lat+distill``: how tables name a method with its stages."""
     return "+".join([method, *(ref.name for ref in stages)])
@@ -128,10 +155,13 @@ __all__ = [
     "STAGES",
     "StageRef",
     "StageSpec",
+    "check_stage_inputs",
     "check_stages",
     "get_stage",
     "parse_stage",
     "pipeline_name",
+    "run_after_stages",
     "stage_config",
+    "stage_record",
     "stage_spec",
 ]
