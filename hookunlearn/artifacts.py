@@ -201,7 +201,18 @@ def run_directory(out_dir: str | os.PathLike[str], *, force: bool = False) -> It
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _ordinary_modes(tmp, umask)
     _replace_dir(tmp, out)
+
+
+def _ordinary_modes(directory: Path, umask: int) -> None:
+    """Give each file the mode the umask asks for (some writers, e.g. safetensors, make them 0600)."""
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                executable = path.stat().st_mode & 0o111
+                path.chmod((0o777 if executable else 0o666) & ~umask)
 
 
 def _replace_dir(new: Path, out: Path) -> None:

@@ -98,6 +98,8 @@ from hookunlearn.architectures.base import (
 )
 from hookunlearn.artifacts import check_can_write, library_versions, run_directory, write_json
 from hookunlearn.errors import HookunlearnError, ModelLoadError
+from hookunlearn.hf_files import portable_paths, portable_tokenizer_files
+from hookunlearn.model_card import model_card
 from hookunlearn.models import (
     FINGERPRINT_FIELDS,
     config_fingerprint,
@@ -215,6 +217,8 @@ class ExportResult:
     """Tensors that differ from the reference by more than round-off, by HF name."""
     notes: tuple[str, ...]
     """How the conversion handled processing (unfolded biases, untied embeddings, ...)."""
+    tokenizer_adds_bos: bool | None = None
+    """Whether the written tokenizer prepends BOS with its defaults (None: no tokenizer written)."""
 
     @property
     def changed_tensors(self) -> tuple[str, ...]:
@@ -232,6 +236,7 @@ class ExportResult:
             "reference": self.reference,
             "changed_tensors": {change.name: change.to_dict() for change in self.changes},
             "notes": list(self.notes),
+            "tokenizer_adds_bos": self.tokenizer_adds_bos,
         }
 
 
@@ -400,6 +405,46 @@ def _write_tokenizer(
     return "none (the model has no tokenizer)"
 
 
+def _context_length(config: PretrainedConfig) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _portable_tokenizer(
+    directory: Path,
+    model: HookedTransformer,
+    config: PretrainedConfig,
+    model_tokenizer: Any,
+    add_bos: bool | None,
+    label: str,
+) -> tuple[bool | None, bool, list[str]]:
+    """Make the written tokenizer files portable (`hookunlearn.hf_files`); returns (whether
+    ``tokenizer.json`` prepends BOS, whether the model expects BOS, notes)."""
+    expects = bool(model.cfg.default_prepend_bos) if add_bos is None else add_bos
+    try:
+        adds, notes = portable_tokenizer_files(
+            directory,
+            bos=getattr(model_tokenizer, "bos_token", None),
+            bos_id=getattr(model_tokenizer, "bos_token_id", None),
+            add_bos=expects,
+            context_length=_context_length(config),
+        )
+    except ValueError as exc:
+        raise ExportError(
+            f"{label}: hookunlearn feeds this model a BOS token first (default_prepend_bos), but {exc}; "
+            "pass a tokenizer that has one as tokenizer=, or add_bos=False."
+        ) from exc
+    if adds and not expects:
+        notes.append(
+            "the tokenizer prepends BOS with its defaults, but hookunlearn evaluates this model without "
+            "it (default_prepend_bos=False): clients using the tokenizer's defaults feed one token more"
+        )
+    return adds, expects, notes
+
+
 def _write_generation_config(directory: Path, config: PretrainedConfig, source_dir: Path | None) -> None:
     if source_dir is not None and (source_dir / "generation_config.json").is_file():
         shutil.copy2(source_dir / "generation_config.json", directory / "generation_config.json")
@@ -514,8 +559,11 @@ def _compare_logprobs(
     return worst, own_error
 
 
-def _check_tokenizer(directory: Path, expected: Any, texts: Sequence[str], label: str) -> bool | None:
-    """Whether the written tokenizer encodes the probe texts as the model's does (None: nothing to compare)."""
+def _check_tokenizer(
+    directory: Path, expected: Any, texts: Sequence[str], label: str, adds_bos: bool | None = None
+) -> bool | None:
+    """Whether the written tokenizer encodes the probe texts as the model's does (None: nothing to
+    compare), and, when ``adds_bos`` is given, prepends BOS with its defaults exactly when told."""
     if expected is None or not any((directory / name).is_file() for name in _TOKENIZER_FILES):
         return None
     try:
@@ -531,6 +579,16 @@ def _check_tokenizer(directory: Path, expected: Any, texts: Sequence[str], label
                 f"{label}: the written tokenizer encodes {text!r} as {ours[:12]}..., the model's as "
                 f"{theirs[:12]}...; pass the model's tokenizer as tokenizer= (or its checkpoint as source_dir)."
             )
+        bos_id = getattr(written, "bos_token_id", None)
+        if adds_bos is not None and bos_id is not None:
+            default = written(text)["input_ids"]
+            if (default[:1] == [bos_id] and default[1:] == ours) != adds_bos:
+                raise ExportError(
+                    f"{label}: the written tokenizer, reloaded with its defaults, encodes {text!r} as "
+                    f"{default[:12]}...: BOS {'missing' if adds_bos else 'added'}, so clients would not "
+                    "feed the model what hookunlearn does. This tokenizer class rebuilds its post-processor "
+                    "on load; pass a tokenizer that adds BOS itself as tokenizer=."
+                )
     return True
 
 
@@ -662,6 +720,8 @@ def export_model(
     tolerance: float | None = None,
     probe_texts: Sequence[str] | None = None,
     reference: Any = None,
+    add_bos: bool | None = None,
+    report: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write ``model`` as a ``transformers`` checkpoint in ``out_dir``, verified by reloading it.
 
@@ -686,6 +746,11 @@ def export_model(
             state dict (converted the same way, so for a processed model pass its state dict from
             before the edit to see only the edit), or an HF state dict. Default: source_dir's
             weights, which for a processed model also show every tensor the processing rewrote.
+        add_bos: whether the written tokenizer prepends BOS with its defaults (a post-processor in
+            ``tokenizer.json``). Default: when hookunlearn feeds the model a BOS
+            (``model.cfg.default_prepend_bos``), so every client sees what hookunlearn's numbers
+            were measured on. False leaves the tokenizer as it is.
+        report: an eval report's JSON (``report.json``) whose metrics the model card lists.
 
     Returns:
         `ExportResult`, also recorded in ``out_dir/hookunlearn.json``.
@@ -734,10 +799,14 @@ def export_model(
         _write_generation_config(tmp, config, source)
         weight_files = _save_state_dict(tensors, tmp)
         tokenizer_origin = _write_tokenizer(tmp, tokenizer, source, model)
+        adds_bos, expects_bos, tokenizer_notes = _portable_tokenizer(
+            tmp, model, config, model_tokenizer, add_bos, label
+        )
+        notes += tokenizer_notes
         max_diff = own_error = tokenizer_ok = None
         used_tolerance = tolerance
         if verify:
-            tokenizer_ok = _check_tokenizer(tmp, model_tokenizer, texts, label)
+            tokenizer_ok = _check_tokenizer(tmp, model_tokenizer, texts, label, adds_bos)
             sequences = _probe_batch(model, texts)
             hf_model = _reload(tmp, label)
             max_diff, own_error = _compare_logprobs(model, hf_model, sequences, label)
@@ -763,6 +832,7 @@ def export_model(
             reference=reference_label,
             changes=tuple(changes),
             notes=tuple(notes),
+            tokenizer_adds_bos=adds_bos,
         )
         info = {
             "schema_version": EXPORT_SCHEMA_VERSION,
@@ -805,7 +875,11 @@ def export_model(
                 "random_token_sequences": 1,
                 "tokenizer_matches": tokenizer_ok,
             },
+            "tokenizer_bos": {"model_expects_bos": expects_bos, "tokenizer_adds_bos": adds_bos},
             "versions": library_versions(),
         }
+        # published with the checkpoint: no absolute local paths (relative to it, or hashed)
+        info = portable_paths(info, out)
         write_json(tmp / EXPORT_INFO_NAME, info)
+        (tmp / "README.md").write_text(model_card(info, report=report), encoding="utf-8")
     return result

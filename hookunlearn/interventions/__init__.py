@@ -40,4 +40,12 @@ def get_intervention(name: str) -> Any:
     return importlib.import_module(intervention_spec(name).module)
 
 
-__all__ = ["INTERVENTIONS", "InterventionSpec", "get_intervention", "intervention_spec"]
+def load_intervention(run_dir: str) -> Any:
+    """The intervention a directory holds, through the registry entry its manifest names."""
+    from hookunlearn.artifacts import read_manifest
+
+    manifest = read_manifest(run_dir, kind="intervention")
+    return get_intervention(manifest.extra.get("method", "clamp")).INTERVENTION.load(run_dir)
+
+
+__all__ = ["INTERVENTIONS", "InterventionSpec", "get_intervention", "intervention_spec", "load_intervention"]

@@ -36,6 +36,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedT
 
 from hookunlearn.artifacts import run_directory
 from hookunlearn.errors import ArtifactError, DataError
+from hookunlearn.hf_files import portable_tokenizer_files
 
 TRAINING_JSON = "training.json"
 LM_TRAINING_SCHEMA_VERSION = 1
@@ -399,6 +400,14 @@ def save_world_lm(
         with quiet_library_output():
             model.save_pretrained(staging, safe_serialization=True)
             tokenizer.save_pretrained(staging)
+        # the model is trained with BOS in front: the tokenizer adds it for every client
+        portable_tokenizer_files(
+            staging,
+            bos=tokenizer.bos_token,
+            bos_id=tokenizer.bos_token_id,
+            add_bos=True,
+            context_length=config.n_ctx,
+        )
         record = {
             "schema_version": LM_TRAINING_SCHEMA_VERSION,
             "config": asdict(config),

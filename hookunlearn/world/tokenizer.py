@@ -4,7 +4,9 @@ It is trained on `World.tokenizer_corpus`, where every person name is replaced b
 name, so a name's tokens are syllable pieces: no whole name part of a known or unknown person is
 a single token, and known and unknown names have the same token-length distribution (both are
 checked after training). ``<|endoftext|>`` is the one special token and serves as BOS, EOS, UNK
-and PAD; the tokenizer adds no special tokens itself (the trainer puts BOS between units).
+and PAD. The trainer packs units with BOS between them (encoding with ``add_special_tokens=False``);
+the tokenizer saved with a world model prepends BOS with its defaults (a post-processor, see
+`hookunlearn.hf_files`), so every client feeds the model what it was trained on.
 """
 
 from __future__ import annotations

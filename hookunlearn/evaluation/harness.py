@@ -1,0 +1,242 @@
+"""lm-evaluation-harness inside ``hookunlearn eval``: the suite ``lm_eval:tasks=A|B``.
+
+The harness runs in-process on the evaluated model (and, as for every suite, on the base model
+and the oracle when the report has them), through `hookunlearn.evaluation.harness_lm`: the
+HookedTransformer with whatever hooks are on it (``--intervention``), scored by the harness's
+own task code. Its metrics are folded into the report as ``TASK.METRIC`` (``world_mc.acc``), so
+they get the base / unlearned / oracle columns like ours. Tasks are the harness's registered
+tasks or local YAMLs (``include_path=DIR``); `write_mc_task` writes one from a multiple-choice
+data file in hookunlearn's protocols, character for character, so the harness can score our
+data and be compared with the ``mc`` suite item by item.
+
+Needs the optional extra: ``pip install 'hookunlearn[lm-eval]'`` (lm-eval 0.4.x).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from transformer_lens import HookedTransformer
+
+from hookunlearn.errors import HookunlearnError
+from hookunlearn.evaluation.suites import EvalContext, Suite, register
+
+__all__ = ["HarnessConfig", "HarnessSuite", "write_mc_task"]
+
+INSTALL_HINT = "install it with pip install 'hookunlearn[lm-eval]'"
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    tasks: tuple[str, ...] = ()
+    """Harness task (or group) names, ``|``-separated on the command line."""
+    include_path: str | None = None
+    """A directory of local task YAMLs (the harness's ``--include_path``)."""
+    limit: int | None = None
+    """At most N documents per task (the harness's ``--limit``)."""
+    num_fewshot: int | None = None
+    seed: int | None = None
+    """The harness's random, numpy, torch and few-shot seeds (default: the harness's own)."""
+    batch_size: int = 16
+    name: str | None = None
+    """This instance's name in the report (default ``lm_eval``)."""
+
+
+@contextlib.contextmanager
+def _quiet_harness() -> Iterator[None]:
+    """The library does not print: the harness's logging below ERROR, its progress bars and those
+    of ``datasets`` are held back while it runs (errors still raise)."""
+    import datasets
+
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    bars = datasets.utils.logging.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    try:
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def _metric_name(task: str, key: str) -> str:
+    metric, _, filter_name = key.partition(",")
+    return f"{task}.{metric}" if filter_name in ("", "none") else f"{task}.{metric}:{filter_name}"
+
+
+def _fold(results: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+    metrics: dict[str, float] = {}
+    n: dict[str, int] = {}
+    for task, block in (results.get("results") or {}).items():
+        for key, value in block.items():
+            if key == "alias" or "_stderr" in key or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, float) and math.isnan(value):
+                continue
+            metrics[_metric_name(task, key)] = float(value)
+            samples = (results.get("n-samples") or {}).get(task) or {}
+            count = samples.get("effective")
+            if isinstance(count, int):
+                n[_metric_name(task, key)] = count
+    details = {
+        "harness_version": (results.get("versions") or {}),
+        "higher_is_better": results.get("higher_is_better") or {},
+        "n_samples": results.get("n-samples") or {},
+    }
+    return metrics, n, details
+
+
+@register
+class HarnessSuite(Suite):
+    """lm-evaluation-harness tasks run in-process on the model, folded into the report."""
+
+    name = "lm_eval"
+    version = 1
+    Config = HarnessConfig
+    summary = "lm-evaluation-harness tasks (tasks=A|B, include_path=DIR) scored on the model by the harness"
+
+    def instance_name(self) -> str:
+        return self.config.name or self.name
+
+    def check(self) -> None:
+        """Errors a user can fix before any model is loaded: no tasks, no include directory."""
+        if not self.config.tasks:
+            raise HookunlearnError(
+                "suite lm_eval: name the tasks, e.g. --suite 'lm_eval:tasks=wmdp_bio|mmlu'."
+            )
+        if self.config.include_path is not None and not Path(self.config.include_path).is_dir():
+            raise HookunlearnError(
+                f"suite lm_eval: include_path={self.config.include_path!r} is not a directory of task YAMLs."
+            )
+
+    def compute(
+        self, model: HookedTransformer, context: EvalContext
+    ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
+        self.check()
+        try:
+            import lm_eval
+            from lm_eval.tasks import TaskManager
+        except ImportError:
+            raise HookunlearnError(f"suite lm_eval needs lm-evaluation-harness; {INSTALL_HINT}.") from None
+        from hookunlearn.evaluation.harness_lm import harness_model
+
+        config = self.config
+        with _quiet_harness():
+            # indexing the harness's task YAMLs takes seconds: once per report, per include_path
+            key = f"lm_eval.task_manager:{config.include_path}"
+            if key not in context.cache:
+                context.cache[key] = TaskManager(include_path=config.include_path)
+            manager = context.cache[key]
+            unknown = [task for task in config.tasks if task not in manager.all_tasks]
+            if unknown:
+                raise HookunlearnError(
+                    f"suite lm_eval: unknown task(s) {', '.join(unknown)}"
+                    + (f" (none in include_path={config.include_path!r})" if config.include_path else "")
+                    + "; list them with `lm_eval --tasks list`, or pass include_path=DIR of task YAMLs."
+                )
+            seeds = {} if config.seed is None else {
+                "random_seed": config.seed, "numpy_random_seed": config.seed,
+                "torch_random_seed": config.seed, "fewshot_random_seed": config.seed,
+            }  # fmt: skip
+            context.say(f"lm_eval: {', '.join(config.tasks)}")
+            with harness_model(model, batch_size=config.batch_size) as lm:
+                results = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=list(config.tasks),
+                    task_manager=manager,
+                    limit=config.limit,
+                    num_fewshot=config.num_fewshot,
+                    bootstrap_iters=0,
+                    log_samples=True,
+                    verbosity="ERROR",
+                    **seeds,
+                )
+        if results is None:  # only on non-zero ranks of a distributed harness run
+            raise HookunlearnError("suite lm_eval: the harness returned no results.")
+        metrics, n, details = _fold(results)
+        details["samples"] = {
+            task: [_sample(row) for row in rows] for task, rows in (results.get("samples") or {}).items()
+        }
+        return metrics, n, details
+
+
+def _sample(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One harness sample, JSON-ready: its id, target, per-request responses and metrics."""
+    keep = {"doc_id", "target", "filtered_resps", "doc_hash", "prompt_hash"}
+    out = {key: row[key] for key in keep if key in row}
+    out["metrics"] = {key: row[key] for key in row.get("metrics") or [] if key in row}
+    return json.loads(json.dumps(out, default=str))
+
+
+# ---------------------------------------------------------------------------------------------
+# Local task YAMLs from our MC data
+# ---------------------------------------------------------------------------------------------
+
+
+def write_mc_task(
+    directory: str | Path,
+    name: str,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    protocol: Literal["letter", "continuation"] = "continuation",
+    description: str = "",
+) -> Path:
+    """Write task ``name`` (``NAME.yaml`` + ``NAME.jsonl``) into ``directory``: the harness's
+    ``multiple_choice`` task scoring ``records`` (``question``, ``choices``, ``answer``) exactly as
+    hookunlearn's ``mc`` suite does with ``protocol`` (`hookunlearn.evaluation.mc`): the prompt is
+    rendered by our own functions into each document, so the two cannot drift. Returns the YAML."""
+    from hookunlearn.evaluation.mc import LETTERS, continuation_context, letter_prompt, parse_questions
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    questions = parse_questions(list(records), f"task {name}")
+    rows = []
+    for index, question in enumerate(questions):
+        if protocol == "letter":
+            prompt, choices = letter_prompt(question, description), list(LETTERS[: len(question.choices)])
+        else:
+            prompt, choices = description + continuation_context(question), list(question.choices)
+        rows.append({"id": index, "prompt": prompt, "choices": choices, "answer": question.answer})
+    data = directory / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    yaml = directory / f"{name}.yaml"
+    yaml.write_text(
+        "\n".join(
+            [
+                f"# Written by hookunlearn.evaluation.harness.write_mc_task ({protocol} protocol).",
+                f"task: {name}",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                "  data_files:",
+                f"    test: {json.dumps(str(data.resolve()))}",
+                "test_split: test",
+                "output_type: multiple_choice",
+                'doc_to_text: "{{prompt}}"',
+                'doc_to_choice: "{{choices}}"',
+                "doc_to_target: answer",
+                "metric_list:",
+                "  - metric: acc",
+                "    aggregation: mean",
+                "    higher_is_better: true",
+                "  - metric: acc_norm",
+                "    aggregation: mean",
+                "    higher_is_better: true",
+                "metadata:",
+                "  version: 1",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return yaml

@@ -1,0 +1,210 @@
+"""An export behaves the same in every client: transformers' defaults, lm-evaluation-harness's
+defaults, and the harness run inside ``hookunlearn eval`` (the ``lm_eval`` suite), item by item."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from hookunlearn.evaluation.mc import continuation_context, letter_prompt, parse_questions
+from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
+from hookunlearn.export import EXPORT_INFO_NAME, export_model
+from hookunlearn.models import load_model
+from hookunlearn.world.assets import world_dir
+
+lm_eval = pytest.importorskip(
+    "lm_eval", reason="lm-evaluation-harness is not installed (hookunlearn[lm-eval])"
+)
+
+N_ITEMS = 24
+
+
+@pytest.fixture(scope="module")
+def world_model():
+    return load_model("world", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def exported(world_model, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clients") / "export"
+    export_model(world_model, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict]:
+    path = world_dir() / "data" / "mc_hazard.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tasks(records, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hookunlearn.evaluation.harness import write_mc_task
+
+    directory = tmp_path_factory.mktemp("tasks")
+    write_mc_task(directory, "world_hazard_cont", records)
+    write_mc_task(directory, "world_hazard_letter", records, protocol="letter")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def task_manager(tasks: Path):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks))
+
+
+def _ours(model, records, protocol: str) -> list[list[float]]:
+    """hookunlearn's per-choice log-likelihoods (the mc suite's scoring) for the first N items."""
+    questions = parse_questions(records[:N_ITEMS], "mc_hazard")
+    prefix = bos_prefix(model, None)
+    if protocol == "letter":
+        pairs = [
+            [encode_pair(model, letter_prompt(q), " " + "ABCD"[i], prefix) for i in range(len(q.choices))]
+            for q in questions
+        ]
+    else:
+        pairs = [
+            [encode_pair(model, continuation_context(q), " " + c, prefix) for c in q.choices]
+            for q in questions
+        ]
+    return [[s.logprob for s in score_pairs(model, row)] for row in pairs]
+
+
+def _harness(results, task: str) -> list[list[float]]:
+    rows = sorted(results["samples"][task], key=lambda row: row["doc_id"])
+    return [[float(resp[0][0]) for resp in row["resps"]] for row in rows]
+
+
+def test_export_files_are_portable(exported: Path) -> None:
+    settings = json.loads((exported / "tokenizer_config.json").read_text())
+    assert settings["tokenizer_class"] == "PreTrainedTokenizerFast"  # transformers 4 has no TokenizersBackend
+    assert settings["model_max_length"] == 64
+    assert not {"is_local", "local_files_only"} & set(settings)
+    info_text = (exported / EXPORT_INFO_NAME).read_text()
+    assert str(world_dir()) not in info_text and os.getcwd() not in info_text
+    info = json.loads(info_text)
+    assert info["tokenizer_bos"] == {"model_expects_bos": True, "tokenizer_adds_bos": True}
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in exported.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+    card = (exported / "README.md").read_text()
+    assert card.startswith("---\n") and 'library_name: "transformers"' in card
+    assert "## Intended use and limits" in card
+
+
+def test_transformers_defaults_feed_bos_and_generate_like_hookunlearn(exported: Path, world_model) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    text = "Mixing koride with noxium releases"
+    bare = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer(text)["input_ids"] == [tokenizer.bos_token_id, *bare]
+    hf = AutoModelForCausalLM.from_pretrained(exported)
+    inputs = tokenizer(text, return_tensors="pt")
+    generated = hf.generate(**inputs, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+    ours = torch.tensor([bos_prefix(world_model, None) + bare])
+    for _ in range(6):
+        ours = torch.cat([ours, world_model(ours)[:, -1:].argmax(-1)], dim=1)
+    assert generated[0].tolist() == ours[0].tolist()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "task"), [("continuation", "world_hazard_cont"), ("letter", "world_hazard_letter")]
+)
+def test_lm_eval_hf_defaults_on_the_export_give_our_numbers_per_item(
+    exported: Path, world_model, records, task_manager, protocol: str, task: str
+) -> None:
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={exported},device=cpu",
+        tasks=[task],
+        task_manager=task_manager,
+        limit=N_ITEMS,
+        bootstrap_iters=0,
+        log_samples=True,
+        verbosity="ERROR",
+    )
+    theirs, ours = _harness(results, task), _ours(world_model, records, protocol)
+    assert len(theirs) == len(ours) == N_ITEMS
+    worst = max(
+        abs(a - b)
+        for row_a, row_b in zip(theirs, ours, strict=True)
+        for a, b in zip(row_a, row_b, strict=True)
+    )
+    assert worst < 1e-4
+    accuracy = (
+        sum(
+            max(range(len(row)), key=row.__getitem__) == record["answer"]
+            for row, record in zip(ours, records, strict=False)
+        )
+        / N_ITEMS
+    )
+    assert results["results"][task]["acc,none"] == pytest.approx(accuracy)
+
+
+def test_lm_eval_suite_folds_the_harness_into_the_report_with_columns(tasks: Path, tmp_path: Path) -> None:
+    from hookunlearn.pipeline.eval import EvalConfig, evaluate
+
+    data = str(world_dir() / "data" / "mc_hazard.jsonl")
+    run = evaluate(
+        EvalConfig(
+            model="world",
+            baseline="world",
+            oracle="auto",
+            suites=(f"lm_eval:tasks=world_hazard_cont,include_path={tasks},name=harness",),
+            mc=(data,),
+            limit=N_ITEMS,
+        )
+    )
+    report = run.report
+    ours = report.evaluated.results
+    mc_name = next(name for name, result in ours.items() if result.suite == "mc")
+    assert ours["harness"].metrics["world_hazard_cont.acc"] == pytest.approx(
+        ours[mc_name].metrics["accuracy"]
+    )
+    assert ours["harness"].n["world_hazard_cont.acc"] == N_ITEMS
+    for role in (report.baseline, report.oracle):
+        assert role is not None and "world_hazard_cont.acc" in role.results["harness"].metrics
+    oracle = report.oracle.results
+    assert oracle["harness"].metrics["world_hazard_cont.acc"] == pytest.approx(
+        oracle[mc_name].metrics["accuracy"]
+    )
+
+
+def test_harness_scores_a_conditional_clamp(
+    world_model, records, tasks: Path, task_manager, tmp_path: Path
+) -> None:
+    """The clamp's hooks are on the model the harness scores; its numbers equal the mc suite's."""
+    from hookunlearn.evaluation.harness_lm import HookunlearnLM
+    from hookunlearn.interventions.clamp import ClampIntervention
+
+    clamp = ClampIntervention(
+        "blocks.1.hook_resid_post", str(world_dir() / "saes" / "layer_1"), list(range(0, 512, 3)), 50.0
+    )
+    clamp_dir = clamp.save(tmp_path / "clamp", model={"spec": "world"})
+    lm = HookunlearnLM(pretrained="world", intervention=str(clamp_dir))
+    try:
+        clamped = lm_eval.simple_evaluate(
+            model=lm, tasks=["world_hazard_cont"], task_manager=task_manager, limit=N_ITEMS,
+            bootstrap_iters=0, log_samples=True, verbosity="ERROR",
+        )  # fmt: skip
+        expected = _ours(lm.model, records, "continuation")  # the same hooked model, scored by us
+    finally:
+        lm.close()
+    theirs = _harness(clamped, "world_hazard_cont")
+    plain = _ours(world_model, records, "continuation")
+    assert (
+        max(abs(a - b) for ra, rb in zip(theirs, expected, strict=True) for a, b in zip(ra, rb, strict=True))
+        < 1e-4
+    )
+    assert (
+        max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True))
+        > 1e-2
+    )
