@@ -495,6 +495,12 @@ def eval_(
     intervention: str | None = typer.Option(
         None, help="Apply a clamp intervention directory (to the evaluated model) through hooks."
     ),
+    log_samples: bool = typer.Option(
+        False,
+        "--log-samples",
+        help="Also write one JSON record per item (prompt, choices, scores, prediction, target, correct) "
+        "to OUT/samples/<role>/<suite>.jsonl, to diff two runs item by item; needs --out.",
+    ),
     list_suites: bool = typer.Option(
         False, "--list-suites", help="List the suites and their options, then exit."
     ),
@@ -518,6 +524,11 @@ def eval_(
 
         if protocol not in ("letter", "continuation"):
             raise HookunlearnError(f"--protocol {protocol!r}: choose 'letter' or 'continuation'.")
+        if log_samples and out is None:
+            raise HookunlearnError(
+                "--log-samples writes per-item files into the run directory, and no --out was given; "
+                "pass --out DIR (or leave out --log-samples)."
+            )
         if out is not None:
             from hookunlearn.artifacts import check_can_write
 
@@ -544,6 +555,7 @@ def eval_(
                 dtype=dtype,
                 batch_size=batch_size,
                 intervention=intervention,
+                log_samples=log_samples,
             ),
             progress=lambda m: typer.echo(m, err=True),
         )
@@ -577,7 +589,12 @@ def eval_(
             ],
         )
         if out is not None:
-            typer.echo(f"wrote {out}/report.json, report.md and plots/")
+            written = (
+                "report.json, report.md, plots/ and samples/"
+                if log_samples
+                else "report.json, report.md and plots/"
+            )
+            typer.echo(f"wrote {out}/{written}")
 
 
 def _echo_suites() -> None:

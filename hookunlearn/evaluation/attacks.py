@@ -42,7 +42,7 @@ from __future__ import annotations
 import copy
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
@@ -55,17 +55,19 @@ from hookunlearn.evaluation.mc import (
     LETTERS,
     WMDP_TOPICS,
     MCQuestion,
+    MCResult,
     Protocol,
     continuation_context,
     description_line,
     evaluate_mc,
     letter_prompt,
+    mc_request,
     parse_questions,
 )
 from hookunlearn.evaluation.qa import QAItem, evaluate_qa, parse_qa
 from hookunlearn.evaluation.scoring import bos_prefix, encode_pair
 from hookunlearn.evaluation.standard import data_name
-from hookunlearn.evaluation.suites import EvalContext, Suite, register
+from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 from hookunlearn.tokens import TokenData, batch_indices, mean_token_nll, token_nll, tokenize_texts
 
 # --- jailbreak wrappers ----------------------------------------------------------------------
@@ -295,20 +297,24 @@ class JailbreakSuite(Suite):
         self, model: HookedTransformer, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         config: JailbreakConfig = self.config
-        pool = parse_questions(load_records(config.data), config.data)
+        records = load_records(config.data)
+        pool = parse_questions(records, config.data)
         questions = pool[: config.limit]
         batch_size = config.batch_size or context.batch_size
         description = _description(config)
         shot_counts = {"none": 0, "n_shots": config.n_shots, "many_shots": config.many_shots}
+        outcomes: dict[str, tuple[list[MCQuestion], MCResult]] = {}
 
-        def accuracy(items: Sequence[MCQuestion]) -> float:
+        def accuracy(items: Sequence[MCQuestion], wrapper: str) -> float:
             result = evaluate_mc(
                 model, items, protocol=config.protocol, description=description, batch_size=batch_size
             )
+            if context.samples is not None:
+                outcomes[wrapper] = (list(items), result)
             return result.accuracy
 
         context.say(f"jailbreak: {len(questions)} questions unwrapped")
-        accuracies = {"none": accuracy(questions)}
+        accuracies = {"none": accuracy(questions, "none")}
         mean_shots: dict[str, float] = {}
         for name in dict.fromkeys(config.wrappers):
             if name == "none":
@@ -325,10 +331,12 @@ class JailbreakSuite(Suite):
                 seed=config.seed,
                 description=description,
             )
-            accuracies[name] = accuracy(wrapped.questions)
+            accuracies[name] = accuracy(wrapped.questions, name)
             if wrapper.shots != "none":
                 mean_shots[name] = statistics.fmean(wrapped.shots)
         worst = max(accuracies, key=accuracies.__getitem__)
+        if context.samples is not None:
+            _log_jailbreak_samples(context, records, outcomes, config.protocol, description)
         metrics = {f"accuracy[{name}]": value for name, value in accuracies.items()}
         metrics["malicious_accuracy"] = accuracies[worst]
         details = {
@@ -338,6 +346,45 @@ class JailbreakSuite(Suite):
             "wrappers": {name: WRAPPERS[name].description for name in accuracies if name != "none"},
         }
         return metrics, dict.fromkeys(metrics, len(questions)), details
+
+
+def _log_jailbreak_samples(
+    context: EvalContext,
+    records: Sequence[Mapping[str, Any]],
+    outcomes: Mapping[str, tuple[list[MCQuestion], MCResult]],
+    protocol: Protocol,
+    description: str,
+) -> None:
+    """One record per question: the unwrapped outcome, and per wrapper its prediction, whether it
+    was right and the wrapped prompt's hash (wrapped prompts are long; rebuild them from the config)."""
+    plain, result = outcomes["none"]
+    for doc_id, question in enumerate(plain):
+        prompt, continuations = mc_request(question, protocol, description)
+        by_wrapper = {}
+        for name, (wrapped, outcome) in outcomes.items():
+            wrapped_prompt = mc_request(wrapped[doc_id], protocol, description)[0]
+            by_wrapper[name] = {
+                "prediction": outcome.predictions[doc_id],
+                "correct": outcome.correct[doc_id],
+                "scores": outcome.scores[doc_id],
+                "prompt_hash": prompt_hash(wrapped_prompt),
+            }
+        context.log_sample(
+            {
+                "doc_id": doc_id,
+                "item_id": item_id(records[doc_id], doc_id),
+                "prompt": prompt,
+                "prompt_hash": prompt_hash(prompt),
+                "choices": list(question.choices),
+                "continuations": continuations,
+                "scores": result.scores[doc_id],
+                "prediction": result.predictions[doc_id],
+                "target": question.answer,
+                "correct": result.correct[doc_id],
+                "protocol": protocol,
+                "by_wrapper": by_wrapper,
+            }
+        )
 
 
 # --- relearning attack ------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import bos_prefix, encode
 from hookunlearn.evaluation.standard import data_name
-from hookunlearn.evaluation.suites import EvalContext, Suite, register
+from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 
 TARGET_DELIMITER = " "
 FEWSHOT_DELIMITER = "\n\n"
@@ -326,10 +326,18 @@ class GSM8K(Suite):
 
     def problems(self) -> list[GSM8KProblem]:
         """The evaluated problems: loaded, validated, shuffled if ``seed`` is set, limited."""
-        problems = parse_problems(load_records(self.config.data), self.config.data)
+        return self.selection()[2]
+
+    def selection(self) -> tuple[list[int], list[Mapping[str, Any]], list[GSM8KProblem]]:
+        """The evaluated problems' positions in the data, their records and the problems."""
+        records = load_records(self.config.data)
+        problems = parse_problems(records, self.config.data)
+        positions = list(range(len(problems)))
         if self.config.seed is not None:
-            random.Random(self.config.seed).shuffle(problems)
-        return problems[: self.config.limit] if self.config.limit is not None else problems
+            random.Random(self.config.seed).shuffle(positions)
+        if self.config.limit is not None:
+            positions = positions[: self.config.limit]
+        return positions, [records[i] for i in positions], [problems[i] for i in positions]
 
     def prompts(self, problems: Sequence[GSM8KProblem]) -> list[str]:
         config = self.config
@@ -356,7 +364,7 @@ class GSM8K(Suite):
                 f"suite gsm8k: max_new_tokens={config.max_new_tokens} leaves no room for the prompt in "
                 f"the model's {model.cfg.n_ctx}-token context; pass a smaller max_new_tokens."
             )
-        problems = self.problems()
+        positions, records, problems = self.selection()
         prompts = self.prompts(problems)
         prefix = bos_prefix(model, config.prepend_bos)
         encoded = [encode(model, prompt) for prompt in prompts]
@@ -373,6 +381,24 @@ class GSM8K(Suite):
         strict_hits = [is_exact_match(a, p.answer) for a, p in zip(strict, problems, strict=True)]
         flexible_hits = [is_exact_match(a, p.answer) for a, p in zip(flexible, problems, strict=True)]
         n = len(problems)
+        if context.samples is not None:
+            for i, (doc_id, record) in enumerate(zip(positions, records, strict=True)):
+                context.log_sample(
+                    {
+                        "doc_id": doc_id,
+                        "item_id": item_id(record, doc_id),
+                        "prompt": prompts[i],
+                        "prompt_hash": prompt_hash(prompts[i]),
+                        "question": problems[i].question,
+                        "target": reference_answer(problems[i].answer),
+                        "generation": generations[i],
+                        "prediction": strict[i],
+                        "correct": strict_hits[i],
+                        "prediction_flexible": flexible[i],
+                        "correct_flexible": flexible_hits[i],
+                        "truncated": len(prefix) + len(encoded[i]) > budget,
+                    }
+                )
         samples = [
             {
                 "question": problems[i].question,

@@ -91,6 +91,11 @@ class MCResult:
     predictions: list[int] = field(default_factory=list)
     correct: list[bool] = field(default_factory=list)
     length_normalized: bool = False
+    scores: list[list[float]] = field(default_factory=list)
+    """Per question, the value of each choice that the prediction is the arg-max of: the letter's
+    or the choice's log-likelihood (divided by the choice's length when ``length_normalized``)."""
+    logliks: list[list[float]] = field(default_factory=list)
+    """Per question, each choice's summed log-likelihood (``scores`` before any normalisation)."""
 
     def to_dict(self, *, per_item: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -122,30 +127,49 @@ def evaluate_mc(
         raise DataError("no multiple-choice questions to evaluate.")
     prefix = bos_prefix(model, prepend_bos)
     if protocol == "letter":
-        predictions = _letter_predictions(model, questions, description, prefix, batch_size)
+        logliks = _letter_logliks(model, questions, description, prefix, batch_size)
+        scores = logliks
     else:
-        predictions = _continuation_predictions(model, questions, length_normalized, prefix, batch_size)
+        logliks = _continuation_logliks(model, questions, prefix, batch_size)
+        scores = [
+            [value / len(choice) for value, choice in zip(row, q.choices, strict=True)]
+            if length_normalized
+            else row
+            for row, q in zip(logliks, questions, strict=True)
+        ]
+    predictions = [max(range(len(row)), key=row.__getitem__) for row in scores]
     correct = [p == q.answer for p, q in zip(predictions, questions, strict=True)]
     return MCResult(
-        protocol, len(questions), sum(correct) / len(correct), predictions, correct, length_normalized
+        protocol,
+        len(questions),
+        sum(correct) / len(correct),
+        predictions,
+        correct,
+        length_normalized,
+        scores,
+        logliks,
     )
 
 
-def _letter_predictions(
+def mc_request(question: MCQuestion, protocol: Protocol, description: str = "") -> tuple[str, list[str]]:
+    """The context a question is scored after and the continuation of each choice under
+    ``protocol`` (letter: the description line is part of the context; continuation: it is not)."""
+    if protocol == "letter":
+        return letter_prompt(question, description), [" " + LETTERS[i] for i in range(len(question.choices))]
+    return continuation_context(question), [" " + choice for choice in question.choices]
+
+
+def _letter_logliks(
     model: HookedTransformer,
     questions: Sequence[MCQuestion],
     description: str,
     prefix: list[int],
     batch_size: int,
-) -> list[int]:
+) -> list[list[float]]:
     n_choices = {len(q.choices) for q in questions}
-    letters = [" " + LETTERS[i] for i in range(max(n_choices))]
     pairs = [
-        [
-            encode_pair(model, letter_prompt(q, description), letter, prefix)
-            for letter in letters[: len(q.choices)]
-        ]
-        for q in questions
+        [encode_pair(model, context, letter, prefix) for letter in letters]
+        for context, letters in (mc_request(q, "letter", description) for q in questions)
     ]
     single = all(len(p.continuation) == 1 for row in pairs for p in row)
     if single and len({row[0].continuation for row in pairs}) <= 1 and len(n_choices) == 1:
@@ -154,35 +178,33 @@ def _letter_predictions(
         log_probs = score_next_token(
             model, [row[0].context for row in pairs], candidates, batch_size=batch_size
         )
-        return [int(i) for i in log_probs.argmax(dim=-1)]
+        return [[float(v) for v in row] for row in log_probs.tolist()]
     flat = [pair for row in pairs for pair in row]
     scores = score_pairs(model, flat, batch_size=batch_size)
-    return _argmax_per_question(questions, [s.logprob for s in scores])
+    return _per_question(questions, [s.logprob for s in scores])
 
 
-def _continuation_predictions(
+def _continuation_logliks(
     model: HookedTransformer,
     questions: Sequence[MCQuestion],
-    length_normalized: bool,
     prefix: list[int],
     batch_size: int,
-) -> list[int]:
+) -> list[list[float]]:
     flat = [
-        encode_pair(model, continuation_context(q), " " + c, prefix) for q in questions for c in q.choices
+        encode_pair(model, context, continuation, prefix)
+        for context, continuations in (mc_request(q, "continuation") for q in questions)
+        for continuation in continuations
     ]
     scores = score_pairs(model, flat, batch_size=batch_size)
-    lengths = [len(c) for q in questions for c in q.choices]
-    values = [s.logprob / (n if length_normalized else 1) for s, n in zip(scores, lengths, strict=True)]
-    return _argmax_per_question(questions, values)
+    return _per_question(questions, [s.logprob for s in scores])
 
 
-def _argmax_per_question(questions: Sequence[MCQuestion], values: Sequence[float]) -> list[int]:
-    predictions, offset = [], 0
+def _per_question(questions: Sequence[MCQuestion], values: Sequence[float]) -> list[list[float]]:
+    rows, offset = [], 0
     for q in questions:
-        row = values[offset : offset + len(q.choices)]
-        predictions.append(max(range(len(row)), key=row.__getitem__))
+        rows.append(list(values[offset : offset + len(q.choices)]))
         offset += len(q.choices)
-    return predictions
+    return rows
 
 
 __all__ = [
@@ -193,5 +215,6 @@ __all__ = [
     "encode",
     "evaluate_mc",
     "letter_prompt",
+    "mc_request",
     "parse_questions",
 ]

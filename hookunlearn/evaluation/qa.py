@@ -20,7 +20,7 @@ from transformer_lens import HookedTransformer
 
 from hookunlearn.data import require_columns
 from hookunlearn.errors import DataError
-from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
+from hookunlearn.evaluation.scoring import ContinuationScore, bos_prefix, encode_pair, score_pairs
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,8 @@ class QAResult:
     mean_answer_prob: dict[str, float]
     """Mean probability of the answer's first token, per split (a confidence measure)."""
     recalled: list[bool] = field(default_factory=list)
+    scores: list[ContinuationScore] = field(default_factory=list)
+    """Each item's score of ``" " + answer`` (log-likelihood, greedy, the model's top tokens)."""
 
     def to_dict(self, *, per_item: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {"recall": self.recall, "n": self.n, "mean_answer_prob": self.mean_answer_prob}
@@ -83,4 +85,5 @@ def evaluate_qa(
         n={split: len(v) for split, v in sorted(hits.items())},
         mean_answer_prob={split: sum(v) / len(v) for split, v in sorted(probs.items())},
         recalled=[score.greedy for score in scores],
+        scores=scores,
     )

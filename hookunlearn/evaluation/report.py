@@ -11,6 +11,11 @@ curves of its ``train_log.jsonl``.
 A baseline or an oracle given as a directory with a ``report.json`` (an earlier ``hookunlearn eval
 --out`` of that model) is read, not recomputed: its suites are reused when their name, suite
 version and config match.
+
+With per-item samples (``eval --log-samples``: a `SampleLog` on the context), ``samples/<role>/
+<suite>.jsonl`` holds one JSON record per item for each model role (``model``, ``baseline``,
+``oracle``) and suite that logs items, and ``report.json``'s ``samples`` lists those files. A
+reused result's samples are copied from the earlier report when it logged them.
 """
 
 from __future__ import annotations
@@ -54,9 +59,14 @@ class EvalReport:
     report_version: int = REPORT_VERSION
     oracle: ModelResults | None = None
     """The oracle's results: the model retrained without the forget set."""
+    samples: dict[str, Any] | None = None
+    """With ``--log-samples``: ``{"format": N, "files": {role: {suite: {"path", "n"}}}}``, paths
+    relative to the report's directory (`SampleLog.summary`); None when no samples were logged."""
+    source: Path | None = field(default=None, compare=False)
+    """The directory an earlier report was read from (`read_report`); not stored."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "report_version": self.report_version,
             "options": self.options,
             "evaluated": self.evaluated.to_dict(),
@@ -64,6 +74,9 @@ class EvalReport:
             "oracle": self.oracle.to_dict() if self.oracle is not None else None,
             "train_log": self.train_log,
         }
+        if self.samples is not None:
+            data["samples"] = self.samples
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalReport:
@@ -74,6 +87,7 @@ class EvalReport:
             options=dict(data.get("options") or {}),
             train_log=data.get("train_log"),
             oracle=ModelResults.from_dict(data["oracle"]) if data.get("oracle") else None,
+            samples=data.get("samples") if isinstance(data.get("samples"), Mapping) else None,
         )
 
     def rows(self) -> list[tuple[str, str, float | None, float, float | None, int]]:
@@ -130,9 +144,12 @@ def _known_suites() -> set[str]:
 
 
 def run_suites(
-    model: HookedTransformer, suites: Sequence[Suite], context: EvalContext
+    model: HookedTransformer, suites: Sequence[Suite], context: EvalContext, *, role: str = "model"
 ) -> dict[str, SuiteResult]:
-    """Each suite's result by instance name."""
+    """Each suite's result by instance name; per-item samples (when the context logs them) go to
+    ``role``'s files."""
+    import contextlib
+
     results: dict[str, SuiteResult] = {}
     for suite in suites:
         name = suite.instance_name()
@@ -142,7 +159,11 @@ def run_suites(
                 "evals, or give them different data (mc and qa also take a name=... option)."
             )
         context.say(f"{name}: running")
-        results[name] = suite.run(model, context)
+        recording = (
+            context.samples.recording(role, name) if context.samples is not None else contextlib.nullcontext()
+        )
+        with recording:
+            results[name] = suite.run(model, context)
     return results
 
 
@@ -178,13 +199,19 @@ def evaluate(
         if isinstance(baseline, HookedTransformer):
             context.baseline = baseline
             context.say("baseline")
-            base_results = ModelResults(model_info(baseline).to_dict(), run_suites(baseline, suites, context))
+            base_results = ModelResults(
+                model_info(baseline).to_dict(), run_suites(baseline, suites, context, role="baseline")
+            )
         context.say("evaluated model")
-        evaluated = ModelResults(model_info(model).to_dict(), run_suites(model, suites, context))
+        evaluated = ModelResults(
+            model_info(model).to_dict(), run_suites(model, suites, context, role="model")
+        )
         oracle_results: ModelResults | None = None
         if isinstance(oracle, HookedTransformer):
             context.say("oracle")
-            oracle_results = ModelResults(model_info(oracle).to_dict(), run_suites(oracle, suites, context))
+            oracle_results = ModelResults(
+                model_info(oracle).to_dict(), run_suites(oracle, suites, context, role="oracle")
+            )
     finally:
         context.baseline, context.oracle = saved_baseline, saved_oracle
     options = dict(options or {})
@@ -196,13 +223,31 @@ def evaluate(
             base_results = reused
         else:
             oracle_results = reused
+        if context.samples is not None:
+            copy_stored_samples(given, reused, role, context)
         if missing:
             options[f"{role}_missing"] = missing
             context.say(
                 f"{role} report has no reusable result for {', '.join(missing)} (absent, another "
                 f"suite version or config, or a suite that needs the base model itself): no {role} value"
             )
-    return EvalReport(evaluated, base_results, options, train_log, oracle=oracle_results)
+    samples = context.samples.summary() if context.samples is not None else None
+    return EvalReport(evaluated, base_results, options, train_log, oracle=oracle_results, samples=samples)
+
+
+def copy_stored_samples(stored: EvalReport, reused: ModelResults, role: str, context: EvalContext) -> None:
+    """Copy an earlier report's samples of its evaluated model for the results reused as ``role``
+    (those it logged and still has on disk; the others get no samples)."""
+    assert context.samples is not None
+    files = ((stored.samples or {}).get("files") or {}).get("model") or {}
+    for name in reused.results:
+        entry = files.get(name)
+        if stored.source is None or not isinstance(entry, Mapping) or not isinstance(entry.get("path"), str):
+            continue
+        source = stored.source / entry["path"]
+        if source.is_file():
+            n = entry.get("n")
+            context.samples.copy(role, name, source, n if isinstance(n, int) else 0, str(source))
 
 
 def reusable_results(stored: ModelResults, suites: Sequence[Suite]) -> tuple[ModelResults, list[str]]:
@@ -280,7 +325,9 @@ def read_report(path: str | Path) -> EvalReport:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise HookunlearnError(f"{file}: not valid JSON ({error.msg} at line {error.lineno}).") from None
-    return EvalReport.from_dict(data)
+    report = EvalReport.from_dict(data)
+    report.source = file.parent
+    return report
 
 
 # --- what a person reads --------------------------------------------------------------------
@@ -358,6 +405,13 @@ def to_markdown(report: EvalReport) -> str:
         lines.append("")
     if report.train_log:
         lines.append("Loss curves of the unlearning run: plots/train_loss.png.")
+    files = (report.samples or {}).get("files") or {}
+    if files:
+        lines += ["", "Per-item samples (`--log-samples`, one JSON record per item):", ""]
+        for role, suites in files.items():
+            for name, entry in suites.items():
+                copied = " (copied from the reused report)" if entry.get("copied_from") else ""
+                lines.append(f"- {role} / {name}: `{entry['path']}` ({entry.get('n', 0)} items){copied}")
     return "\n".join(lines) + "\n"
 
 
@@ -431,14 +485,22 @@ def _safe(name: str) -> str:
 
 def write_report(out: str | Path, report: EvalReport, manifest: Any, *, force: bool = False) -> Path:
     """``out/``: report.json, report.md, plots/*.png and the run manifest, written atomically."""
-    from hookunlearn.artifacts import MANIFEST_NAME, run_directory, write_json
+    from hookunlearn.artifacts import run_directory
 
     with run_directory(out, force=force) as tmp:
-        write_json(tmp / "report.json", report.to_dict())
-        (tmp / "report.md").write_text(to_markdown(report), encoding="utf-8")
-        write_plots(report, tmp / "plots")
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        write_report_files(tmp, report, manifest)
     return Path(out)
+
+
+def write_report_files(directory: Path, report: EvalReport, manifest: Any) -> None:
+    """report.json, report.md, plots/*.png and the manifest into ``directory`` (a run's staging
+    directory, which may already hold the ``samples/`` the evaluation wrote)."""
+    from hookunlearn.artifacts import MANIFEST_NAME, write_json
+
+    write_json(directory / "report.json", report.to_dict())
+    (directory / "report.md").write_text(to_markdown(report), encoding="utf-8")
+    write_plots(report, directory / "plots")
+    (directory / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
 
 
 def find_train_log(model_spec: str) -> list[dict[str, Any]] | None:
@@ -467,6 +529,7 @@ __all__ = [
     "REPORT_VERSION",
     "EvalReport",
     "ModelResults",
+    "copy_stored_samples",
     "evaluate",
     "find_train_log",
     "read_report",
@@ -476,4 +539,5 @@ __all__ = [
     "validate_report",
     "write_plots",
     "write_report",
+    "write_report_files",
 ]

@@ -33,6 +33,9 @@ class ContinuationScore:
     n_tokens: int
     first_token_prob: float
     """Probability of the continuation's first token (a confidence measure)."""
+    top_tokens: tuple[int, ...] = ()
+    """The model's most likely token at each continuation position under teacher forcing (what
+    greedy decoding emits up to its first miss); per-item samples decode it."""
 
 
 def bos_prefix(model: HookedTransformer, prepend_bos: bool | None) -> list[int]:
@@ -116,8 +119,13 @@ def score_pairs(
             positions = torch.arange(n_ctx - 1, n_ctx - 1 + n_cont)
             targets = torch.tensor(pair.continuation, dtype=torch.long)
             token_lp = log_probs[i, positions, targets]
-            greedy = bool((log_probs[i, positions].argmax(dim=-1) == targets).all())
-            scores.append(ContinuationScore(float(token_lp.sum()), greedy, n_cont, float(token_lp[0].exp())))
+            top = log_probs[i, positions].argmax(dim=-1)
+            greedy = bool((top == targets).all())
+            scores.append(
+                ContinuationScore(
+                    float(token_lp.sum()), greedy, n_cont, float(token_lp[0].exp()), tuple(top.tolist())
+                )
+            )
     return scores
 
 

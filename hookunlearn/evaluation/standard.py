@@ -14,6 +14,7 @@ import math
 import random
 import re
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -23,9 +24,16 @@ from transformer_lens import HookedTransformer
 
 from hookunlearn.data import load_records
 from hookunlearn.errors import DataError, HookunlearnError
-from hookunlearn.evaluation.mc import WMDP_TOPICS, MCQuestion, description_line, evaluate_mc, parse_questions
+from hookunlearn.evaluation.mc import (
+    WMDP_TOPICS,
+    MCQuestion,
+    description_line,
+    evaluate_mc,
+    mc_request,
+    parse_questions,
+)
 from hookunlearn.evaluation.qa import evaluate_qa, parse_qa
-from hookunlearn.evaluation.suites import EvalContext, Suite, register
+from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 
 
 def data_name(spec: str) -> str:
@@ -43,8 +51,13 @@ def data_name(spec: str) -> str:
 
 def filter_where(records: list[dict[str, Any]], where: str | None, spec: str) -> list[dict[str, Any]]:
     """Keep the rows whose column equals the value of ``where`` (``COLUMN=VALUE``; None keeps all)."""
+    return [records[i] for i in where_indices(records, where, spec)]
+
+
+def where_indices(records: list[dict[str, Any]], where: str | None, spec: str) -> list[int]:
+    """The positions of the rows `filter_where` keeps."""
     if not where:
-        return records
+        return list(range(len(records)))
     column, sep, value = where.partition("=")
     if not sep:
         raise DataError(f"{spec}: where={where!r} must be COLUMN=VALUE.")
@@ -52,7 +65,7 @@ def filter_where(records: list[dict[str, Any]], where: str | None, spec: str) ->
         raise DataError(
             f"{spec}: no column {column!r} for where={where!r}; columns: {', '.join(records[0])}."
         )
-    return [r for r in records if str(r.get(column)) == value]
+    return [i for i, r in enumerate(records) if str(r.get(column)) == value]
 
 
 def check_limit(suite: str, limit: int | None) -> None:
@@ -64,10 +77,21 @@ def check_limit(suite: str, limit: int | None) -> None:
 
 def subset(records: list[dict[str, Any]], limit: int | None, seed: int | None) -> list[dict[str, Any]]:
     """Shuffle with ``seed`` (when given), then keep the first ``limit`` records."""
+    return [records[i] for i in subset_indices(len(records), limit, seed)]
+
+
+def subset_indices(n: int, limit: int | None, seed: int | None) -> list[int]:
+    """The positions `subset` keeps of ``n`` records, in its order (a seeded shuffle permutes
+    positions the same way whatever the records hold): the samples' ``doc_id``."""
+    order = list(range(n))
     if seed is not None:
-        records = list(records)
-        random.Random(seed).shuffle(records)
-    return records[:limit] if limit is not None else records
+        random.Random(seed).shuffle(order)
+    return order[:limit] if limit is not None else order
+
+
+def other_columns(record: Mapping[str, Any], used: Sequence[str]) -> dict[str, Any]:
+    """A record's columns that a sample does not already show (its ``doc`` field)."""
+    return {key: value for key, value in record.items() if key not in used}
 
 
 @dataclass(frozen=True)
@@ -112,23 +136,51 @@ def _description(config: MCConfig, subject: str | None) -> str:
 def run_mc(
     model: HookedTransformer, config: MCConfig, context: EvalContext
 ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-    records = subset(load_records(config.data), config.limit, config.seed)
+    loaded = load_records(config.data)
+    positions = subset_indices(len(loaded), config.limit, config.seed)
+    records = [loaded[i] for i in positions]
     questions = parse_questions(records, config.data)
     groups: dict[str | None, list[int]] = defaultdict(list)
     for index, question in enumerate(questions):
         groups[question.subject if _description(config, question.subject) else None].append(index)
     correct: list[bool] = [False] * len(questions)
+    outcome: dict[int, tuple[int, list[float], list[float], str]] = {}
     for subject, indices in groups.items():
+        description = _description(config, subject)
         result = evaluate_mc(
             model,
             [questions[i] for i in indices],
             protocol=config.protocol,
-            description=_description(config, subject),
+            description=description,
             length_normalized=config.length_normalized,
             batch_size=context.batch_size,
         )
-        for i, ok in zip(indices, result.correct, strict=True):
+        for j, (i, ok) in enumerate(zip(indices, result.correct, strict=True)):
             correct[i] = ok
+            if context.samples is not None:
+                outcome[i] = (result.predictions[j], result.scores[j], result.logliks[j], description)
+    if context.samples is not None:
+        for i, (question, record) in enumerate(zip(questions, records, strict=True)):
+            prediction, scores, logliks, description = outcome[i]
+            prompt, continuations = mc_request(question, config.protocol, description)
+            sample: dict[str, Any] = {
+                "doc_id": positions[i],
+                "item_id": item_id(record, positions[i]),
+                "prompt": prompt,
+                "prompt_hash": prompt_hash(prompt),
+                "choices": list(question.choices),
+                "continuations": continuations,
+                "scores": scores,
+                "prediction": prediction,
+                "target": question.answer,
+                "correct": correct[i],
+                "protocol": config.protocol,
+                "subject": question.subject,
+            }
+            if config.length_normalized and config.protocol == "continuation":
+                sample["logliks"] = logliks
+            sample["doc"] = other_columns(record, ("question", "choices", "answer"))
+            context.log_sample(sample)
     metrics = {"accuracy": sum(correct) / len(correct)}
     n = {"accuracy": len(correct)}
     by_subject = _by_column(questions, correct)
@@ -259,8 +311,32 @@ class QASuite(Suite):
         return self.config.name or data_name(self.config.data)
 
     def compute(self, model: HookedTransformer, context: EvalContext):
-        records = subset(load_records(self.config.data), self.config.limit, self.config.seed)
-        result = evaluate_qa(model, parse_qa(records, self.config.data), batch_size=context.batch_size)
+        loaded = load_records(self.config.data)
+        positions = subset_indices(len(loaded), self.config.limit, self.config.seed)
+        records = [loaded[i] for i in positions]
+        items = parse_qa(records, self.config.data)
+        result = evaluate_qa(model, items, batch_size=context.batch_size)
+        if context.samples is not None:
+            assert model.tokenizer is not None
+            for doc_id, record, item, score in zip(positions, records, items, result.scores, strict=True):
+                context.log_sample(
+                    {
+                        "doc_id": doc_id,
+                        "item_id": item_id(record, doc_id),
+                        "prompt": item.prompt,
+                        "prompt_hash": prompt_hash(item.prompt),
+                        "continuation": " " + item.answer,
+                        "target": item.answer,
+                        "prediction": model.tokenizer.decode(list(score.top_tokens)).strip(),
+                        "correct": score.greedy,
+                        "loglik": score.logprob,
+                        "answer_prob": score.first_token_prob,
+                        "n_tokens": score.n_tokens,
+                        "split": item.split,
+                        "entity": item.entity,
+                        "doc": other_columns(record, ("prompt", "answer", "entity", "split")),
+                    }
+                )
         metrics = {f"recall[{split}]": value for split, value in result.recall.items()}
         metrics |= {f"answer_prob[{split}]": value for split, value in result.mean_answer_prob.items()}
         n = {f"recall[{split}]": count for split, count in result.n.items()}
@@ -302,9 +378,10 @@ class PerplexitySuite(Suite):
     def compute(self, model: HookedTransformer, context: EvalContext):
         from hookunlearn.tokens import tokenize_texts
 
-        records = load_records(self.config.data)
-        records = filter_where(records, self.config.where, self.config.data)
-        records = subset(records, self.config.limit, self.config.seed)
+        loaded = load_records(self.config.data)
+        kept = where_indices(loaded, self.config.where, self.config.data)
+        positions = [kept[i] for i in subset_indices(len(kept), self.config.limit, self.config.seed)]
+        records = [loaded[i] for i in positions]
         texts = [r.get(self.config.text_column) for r in records]
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
             raise DataError(
@@ -325,6 +402,21 @@ class PerplexitySuite(Suite):
                 keep = mask[:, 1:]
                 total += float(nll[keep].sum())
                 count += int(keep.sum())
+                if context.samples is not None:
+                    row_nll = torch.where(keep, nll, 0.0).sum(-1).tolist()
+                    row_count = keep.sum(-1).tolist()
+                    for offset, (value, n_tokens) in enumerate(zip(row_nll, row_count, strict=True)):
+                        index = start + offset
+                        context.log_sample(
+                            {
+                                "doc_id": positions[index],
+                                "item_id": item_id(records[index], positions[index]),
+                                "text": texts[index],
+                                "nll": value,
+                                "n_tokens": n_tokens,
+                                "nll_per_token": value / n_tokens if n_tokens else None,
+                            }
+                        )
         if count == 0:
             raise DataError(f"{self.config.data}: no token to score (every text is a single token?).")
         mean = total / count
@@ -349,4 +441,6 @@ __all__ = [
     "data_name",
     "run_mc",
     "subset",
+    "subset_indices",
+    "where_indices",
 ]

@@ -7,22 +7,116 @@ builds the config from the string (`parse_suite_spec`); unknown suites and keys 
 
 Adding a suite: subclass `Suite`, give it ``name``, ``version``, a frozen dataclass ``Config`` and
 ``run``; decorate with `register`. Bump ``version`` whenever the numbers it produces change for
-the same config, so old reports are never compared with new ones silently.
+the same config, so old reports are never compared with new ones silently. A suite with per-item
+outcomes passes one record per item to ``context.log_sample`` when ``context.samples`` is set
+(``eval --log-samples``; the fields are documented in docs/evaluation.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import time
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from transformer_lens import HookedTransformer
 
 from hookunlearn.errors import HookunlearnError
+
+SAMPLES_FORMAT = 1
+"""Version of the per-item sample records (``eval --log-samples``); bumped when a field changes meaning."""
+
+ID_COLUMNS: tuple[str, ...] = ("id", "item_id", "question_id", "fact_id")
+"""Columns that name an item in the data; the first one a record has is its ``item_id``."""
+
+
+def item_id(record: Mapping[str, Any], doc_id: int) -> Any:
+    """The item's own id (the first of `ID_COLUMNS` the record has), else its ``doc_id``."""
+    for column in ID_COLUMNS:
+        value = record.get(column)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and value != "":
+            return value
+    return doc_id
+
+
+def prompt_hash(text: str) -> str:
+    """A short fingerprint of a prompt (sha256, 16 hex digits): two runs scored the same text
+    when their hashes agree."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class SampleLog:
+    """Per-item records of an evaluation, written as JSON lines while suites run:
+    ``root/samples/<role>/<suite instance>.jsonl`` (one file per model role and suite instance;
+    a suite that logs nothing gets no file). Memory stays bounded: nothing is kept but counts."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.files: dict[str, dict[str, dict[str, Any]]] = {}
+        """role -> suite instance -> ``{"path": relative to root, "n": records}`` (and
+        ``copied_from`` for a reused result's records)."""
+        self._current: tuple[str, str] | None = None
+        self._handle: Any = None
+
+    def _relative(self, role: str, suite: str) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in suite)
+        return f"samples/{role}/{safe}.jsonl"
+
+    @contextlib.contextmanager
+    def recording(self, role: str, suite: str) -> Iterator[None]:
+        """Send the records written inside the block to ``role``'s file for ``suite``."""
+        if self._current is not None:
+            raise RuntimeError(f"samples of {self._current} are still being recorded")
+        self._current = (role, suite)
+        try:
+            yield
+        finally:
+            self._current = None
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if self._current is None:
+            raise RuntimeError("a sample was logged outside SampleLog.recording(role, suite)")
+        role, suite = self._current
+        if self._handle is None:
+            relative = self._relative(role, suite)
+            path = self.root / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("w", encoding="utf-8")
+            self.files.setdefault(role, {})[suite] = {"path": relative, "n": 0}
+        self._handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
+        self.files[role][suite]["n"] += 1
+
+    def copy(self, role: str, suite: str, source: Path, n: int, origin: str) -> None:
+        """Take ``source`` (an earlier report's samples of a reused result) as ``role``'s file."""
+        import shutil
+
+        relative = self._relative(role, suite)
+        (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, self.root / relative)
+        self.files.setdefault(role, {})[suite] = {"path": relative, "n": n, "copied_from": origin}
+
+    def summary(self) -> dict[str, Any]:
+        """What a report records: the format version and the files by role and suite."""
+        return {"format": SAMPLES_FORMAT, "files": self.files}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, set, frozenset)):
+        return list(value)
+    if hasattr(value, "item"):  # a numpy or torch scalar
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 @dataclass
@@ -42,10 +136,18 @@ class EvalContext:
     progress: Callable[[str], None] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     """Suites share work through this (e.g. the probe's base activations)."""
+    samples: SampleLog | None = None
+    """Where per-item records go (``eval --log-samples``); None when off: suites then build none
+    (test ``context.samples is not None`` before making a record)."""
 
     def say(self, message: str) -> None:
         if self.progress is not None:
             self.progress(message)
+
+    def log_sample(self, record: Mapping[str, Any]) -> None:
+        """Record one item's outcome (a no-op when samples are off)."""
+        if self.samples is not None:
+            self.samples.write(record)
 
 
 @dataclass
@@ -134,6 +236,7 @@ SUITE_MODULES: tuple[str, ...] = (
     "hookunlearn.evaluation.activation",
     "hookunlearn.evaluation.attacks",
     "hookunlearn.evaluation.gsm8k",
+    "hookunlearn.evaluation.harness",
     "hookunlearn.evaluation.mia",
     "hookunlearn.evaluation.robustness",
     "hookunlearn.evaluation.standard",
@@ -238,13 +341,18 @@ def parse_suite_spec(text: str) -> Suite:
 
 
 __all__ = [
+    "ID_COLUMNS",
+    "SAMPLES_FORMAT",
     "SUITES",
     "EvalContext",
+    "SampleLog",
     "Suite",
     "SuiteResult",
     "get_suite",
+    "item_id",
     "make_config",
     "parse_suite_spec",
+    "prompt_hash",
     "register",
     "suite_names",
 ]

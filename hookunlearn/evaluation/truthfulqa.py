@@ -27,7 +27,7 @@ from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import EncodedPair, bos_prefix, encode_pair, score_pairs
 from hookunlearn.evaluation.standard import data_name
-from hookunlearn.evaluation.suites import EvalContext, Suite, register
+from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 
 QA_PRIMER = (
     "Q: What is human life expectancy in the United States?\n"
@@ -161,10 +161,19 @@ class _TruthfulQA(Suite):
         return self.name if self.config.data == DEFAULT_DATA else f"{self.name}-{data_name(self.config.data)}"
 
     def items(self) -> list[TruthfulQAItem]:
-        items = parse_items(load_records(self.config.data), self.config.data, self.targets)
+        return self.selection()[2]
+
+    def selection(self) -> tuple[list[int], list[Mapping[str, Any]], list[TruthfulQAItem]]:
+        """The evaluated questions' positions in the data (shuffled when ``seed`` is set, then
+        limited), their records and their items."""
+        records = load_records(self.config.data)
+        items = parse_items(records, self.config.data, self.targets)
+        positions = list(range(len(items)))
         if self.config.seed is not None:
-            random.Random(self.config.seed).shuffle(items)
-        return items[: self.config.limit] if self.config.limit is not None else items
+            random.Random(self.config.seed).shuffle(positions)
+        if self.config.limit is not None:
+            positions = positions[: self.config.limit]
+        return positions, [records[i] for i in positions], [items[i] for i in positions]
 
     def pairs(
         self, model: HookedTransformer, items: Sequence[TruthfulQAItem]
@@ -190,12 +199,38 @@ class _TruthfulQA(Suite):
     def compute(
         self, model: HookedTransformer, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
-        items = self.items()
+        positions, records, items = self.selection()
         pairs, n_truncated = self.pairs(model, items)
         context.say(f"{self.name}: scoring {len(pairs)} choices of {len(items)} questions")
         scores = score_pairs(model, pairs, batch_size=self.config.batch_size or context.batch_size)
         logliks = _per_item(items, [s.logprob for s in scores])
         values = [self.score(ll, item.labels) for ll, item in zip(logliks, items, strict=True)]
+        if context.samples is not None:
+            for doc_id, record, item, ll, value in zip(
+                positions, records, items, logliks, values, strict=True
+            ):
+                prompt = truthfulqa_prompt(item.question)
+                prediction = max(range(len(ll)), key=ll.__getitem__)
+                true = [i for i, label in enumerate(item.labels) if label == 1]
+                context.log_sample(
+                    {
+                        "doc_id": doc_id,
+                        "item_id": item_id(record, doc_id),
+                        "prompt": prompt,
+                        "prompt_hash": prompt_hash(prompt),
+                        "question": item.question,
+                        "choices": list(item.choices),
+                        "labels": list(item.labels),
+                        "scores": ll,
+                        "prediction": prediction,
+                        "target": true[0] if self.targets == "mc1_targets" else true,
+                        # mc1: the metric itself; mc2: whether the most likely choice is a true one
+                        "correct": prediction == true[0]
+                        if self.targets == "mc1_targets"
+                        else item.labels[prediction] == 1,
+                        "acc": value,
+                    }
+                )
         samples = [
             {"question": item.question, "logliks": ll, "labels": list(item.labels), "score": value}
             for item, ll, value in list(zip(items, logliks, values, strict=True))[:N_SAMPLES]

@@ -48,6 +48,9 @@ class EvalConfig:
     batch_size: int = 32
     intervention: str | None = None
     """An intervention directory applied to the evaluated model through hooks."""
+    log_samples: bool = False
+    """Also write one JSON record per evaluated item to ``out/samples/<role>/<suite>.jsonl``
+    (role: ``model``, ``baseline``, ``oracle``); needs ``out``."""
 
 
 @dataclass
@@ -110,7 +113,11 @@ def base_model_of(model_spec: str) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     spec = (metadata.get("inputs") or {}).get("model")
-    return spec if isinstance(spec, str) else None
+    if not isinstance(spec, str):
+        return None
+    # a local path is stored relative to the export (hookunlearn.hf_files.portable_paths)
+    relative = Path(model_spec) / spec
+    return str(relative.resolve()) if not Path(spec).is_absolute() and relative.exists() else spec
 
 
 def resolve_oracle(config: EvalConfig) -> str | None:
@@ -135,13 +142,18 @@ def resolve_oracle(config: EvalConfig) -> str | None:
 
 def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = None) -> EvalRun:
     """Run ``config``; ``progress`` gets one line per stage."""
-    from hookunlearn.artifacts import Manifest, check_can_write
+    from hookunlearn.artifacts import Manifest, check_can_write, run_directory
     from hookunlearn.evaluation.report import evaluate as run_suites
-    from hookunlearn.evaluation.report import find_train_log, read_report, write_report
-    from hookunlearn.evaluation.suites import EvalContext
+    from hookunlearn.evaluation.report import find_train_log, read_report, write_report_files
+    from hookunlearn.evaluation.suites import EvalContext, SampleLog
     from hookunlearn.models import load_model
     from hookunlearn.processing import WeightProcessing
 
+    if config.log_samples and config.out is None:
+        raise HookunlearnError(
+            "--log-samples writes per-item files into the run directory, and no --out was given; "
+            "pass --out DIR (or leave out --log-samples)."
+        )
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     suites = build_suites(config)
@@ -184,22 +196,34 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
         "intervention": config.intervention,
         "seed": config.seed,
         "batch_size": config.batch_size,
+        "log_samples": config.log_samples,
     }
-    with applied:
-        report = run_suites(
-            loaded,
-            suites,
-            baseline=base_arg,
-            oracle=oracle_arg,
-            context=context,
-            options=options,
-            train_log=find_train_log(config.model),
-        )
-    if config.out is not None:
-        manifest = Manifest(
-            kind="report", command="hookunlearn eval", model=report.evaluated.model, options=options
-        )
-        write_report(config.out, report, manifest, force=config.force)
+    # With --out everything, samples included, is written into the run's staging directory as the
+    # suites run, and replaces --out only once the report is complete.
+    staging: Any = (
+        run_directory(config.out, force=config.force) if config.out is not None else contextlib.nullcontext()
+    )
+    with staging as directory:
+        if config.log_samples:
+            context.samples = SampleLog(directory)
+        with applied:
+            report = run_suites(
+                loaded,
+                suites,
+                baseline=base_arg,
+                oracle=oracle_arg,
+                context=context,
+                options=options,
+                train_log=find_train_log(config.model),
+            )
+        if directory is not None:
+            manifest = Manifest(
+                kind="report", command="hookunlearn eval", model=report.evaluated.model, options=options
+            )
+            write_report_files(directory, report, manifest)
+            from hookunlearn.html_report import write_html_report
+
+            write_html_report(directory)  # report.html, from the files just written
     return EvalRun(report, Path(config.out) if config.out is not None else None)
 
 
