@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hookunlearn.errors import HookunlearnError
+
+BOS_CHOICES = {"auto": None, "add": True, "keep": False}
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,42 @@ class ExportConfig:
     tolerance: float | None = None
     """Max log-prob difference the verification allows (default: the export's, fp32 1e-4)."""
     force: bool = False
+    bos: Literal["auto", "add", "keep"] = "auto"
+    """Whether the tokenizer prepends BOS with its defaults: ``auto`` when hookunlearn feeds the
+    model one (``default_prepend_bos``), ``add``, or ``keep`` the tokenizer as it is."""
+    report: str | None = None
+    """An eval report (``report.json`` or its directory) whose numbers the model card lists."""
+
+    def __post_init__(self) -> None:
+        if self.bos not in BOS_CHOICES:
+            raise HookunlearnError(f"--bos {self.bos!r}: choose one of {', '.join(BOS_CHOICES)}.")
+
+
+def read_report(spec: str) -> dict[str, Any]:
+    """The JSON of an eval report given as ``report.json`` or the directory holding it."""
+    path = Path(spec)
+    path = path / "report.json" if path.is_dir() else path
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HookunlearnError(
+            f"--report {spec!r}: cannot read an eval report there ({type(exc).__name__}); pass the --out "
+            "directory of `hookunlearn eval` or its report.json."
+        ) from None
+    if not isinstance(data, dict) or "evaluated" not in data:
+        raise HookunlearnError(
+            f"--report {spec!r}: {path.name} is not an eval report (no 'evaluated' results)."
+        )
+    return data
+
+
+def _source_metadata(path: Path) -> dict[str, Any] | None:
+    """The metadata of an earlier export (an unlearn run's model/): carried into the new record."""
+    from hookunlearn.export import read_export_info
+
+    if not (path / "hookunlearn.json").is_file():
+        return None
+    return dict(read_export_info(path).get("metadata") or {})
 
 
 def export(config: ExportConfig) -> Any:
@@ -28,6 +67,7 @@ def export(config: ExportConfig) -> Any:
     from hookunlearn.models import load_model
 
     check_can_write(config.out, force=config.force)
+    report = read_report(config.report) if config.report is not None else None
     path = Path(config.source)
     if (path / "manifest.json").is_file():
         manifest = read_manifest(path)
@@ -44,4 +84,12 @@ def export(config: ExportConfig) -> Any:
                 f"{config.source} is a {manifest.kind!r} directory; export needs a model or an unlearn run."
             )
     model = load_model(str(path), device="cpu", processing=config.processing)
-    return export_model(model, config.out, force=config.force, tolerance=config.tolerance)
+    return export_model(
+        model,
+        config.out,
+        force=config.force,
+        tolerance=config.tolerance,
+        metadata=_source_metadata(path),
+        add_bos=BOS_CHOICES[config.bos],
+        report=report,
+    )

@@ -439,7 +439,13 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         "trained_parameters": result.train.trainable,
         "relative_change": result.changed,
         "stages": result.stages,
-        "inputs": {"subspace": config.subspace, "model": spec},
+        # absolute here; the export writes local paths relative to itself (hf_files.portable_paths)
+        "inputs": {
+            "subspace": str(Path(config.subspace).resolve()) if config.subspace else None,
+            "model": spec
+            if _world_dir(spec) is not None or not Path(spec).is_dir()
+            else str(Path(spec).resolve()),
+        },
         "data": data,
     }
     save_tensors(stage / "tensors.safetensors", result.state or {})

@@ -208,3 +208,30 @@ def test_harness_scores_a_conditional_clamp(
         max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True))
         > 1e-2
     )
+
+
+def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hookunlearn.cli.app import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["export", "world", "--out", str(tmp_path / "x"), "--bos", "wavy"])
+    assert bad.exit_code == 2 and "--bos 'wavy'" in bad.output and not (tmp_path / "x").exists()
+    missing = runner.invoke(app, ["export", "world", "--out", str(tmp_path / "x"), "--report", str(tmp_path)])
+    assert missing.exit_code == 2 and "--report" in missing.output and not (tmp_path / "x").exists()
+    report = {
+        "evaluated": {"results": {"mc_hazard": {"metrics": {"accuracy": 0.25}}}},
+        "baseline": None,
+        "oracle": {"results": {"mc_hazard": {"metrics": {"accuracy": 0.5}}}},
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    kept = runner.invoke(
+        app, ["export", "world", "--out", str(tmp_path / "keep"), "--bos", "keep", "--report", str(tmp_path)]
+    )
+    assert kept.exit_code == 0, kept.output
+    card = (tmp_path / "keep" / "README.md").read_text()
+    assert "| mc_hazard | accuracy | – | 0.25 | 0.5 |" in card
+    # the shipped world tokenizer already prepends BOS: keep leaves it so
+    info = json.loads((tmp_path / "keep" / EXPORT_INFO_NAME).read_text())
+    assert info["tokenizer_bos"]["tokenizer_adds_bos"] is True
