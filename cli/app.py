@@ -131,6 +131,9 @@ def select(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     processing: str = typer.Option("none", help="Weight processing of the model (must match the SAEs')."),
+    top_contexts: int = typer.Option(
+        8, min=0, help="Top-activating contexts kept per latent for latents.json and report.html (0: none)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Find which layer and which SAE latents carry the knowledge to forget.
@@ -168,6 +171,7 @@ def select(
             device=device,
             dtype=dtype,
             processing=processing,
+            top_contexts=top_contexts,
             force=force,
         )
         with _select_progress() as progress:
@@ -197,7 +201,9 @@ def select(
                 f"best latent {heldout['latent']}: known-vs-unknown score {heldout['select_score']:.3f} "
                 f"(select entities), {heldout['heldout_score']:.3f} (held-out entities)"
             )
-        typer.echo(f"wrote {out} (manifest.json, tensors.safetensors, features.json, scores.png)")
+        written = "manifest.json, tensors.safetensors, features.json, scores.png"
+        written += ", latents.json, report.html" if selection.latents is not None else ", report.html"
+        typer.echo(f"wrote {out} ({written})")
 
 
 @contextmanager
@@ -924,6 +930,24 @@ def _print_world_measurements(measured: dict) -> None:
             )
         )
     _print_table(["measure", "on", "value"], rows)
+
+
+@app.command(short_help="Render a run directory's self-contained HTML report (report.html).")
+def report(
+    run_dir: str = typer.Argument(..., help="A directory written by select, build, eval or demo."),
+    out: str | None = typer.Option(None, help="The HTML file to write (default: RUN_DIR/report.html)."),
+    force: bool = typer.Option(False, "--force", help="Replace the HTML file if it exists."),
+) -> None:
+    """Render (again) the offline HTML page of a run directory from its own files: tables, token
+    highlights of the selected latents' top contexts, logit effects, figures; no network needed.
+
+    \b
+    Example: hookunlearn report sel/ --force
+    """
+    with user_errors():
+        from hookunlearn.html_report import write_html_report
+
+        typer.echo(f"wrote {write_html_report(run_dir, out, force=force)}")
 
 
 def _register_with_recipes() -> None:

@@ -24,6 +24,7 @@ per batch that stops after the deepest candidate layer.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +40,16 @@ from transformer_lens import HookedTransformer
 from hookunlearn.activations import cache_hooks, last_token_of_span, tokenize_batch
 from hookunlearn.entities import EntityPrompt
 from hookunlearn.errors import DataError, HookunlearnError
+from hookunlearn.interpret import TopContexts
 
 Objective = Literal["topic", "entity"]
 OBJECTIVES: tuple[str, ...] = ("topic", "entity")
 TOPIC_SCORES: tuple[str, ...] = ("mean_diff", "freq_diff", "ratio")
 ENTITY_SCORES: tuple[str, ...] = ("ferrando",)
+LATENTS_NAME = "latents.json"
+CARD_LATENTS = 50
+"""Latents per layer (the best ranked, as in ``features.json``) whose contexts and logit effects
+are written."""
 RATIO_EPS = 1e-3
 """Added to both firing rates in the ``ratio`` score, so latents silent on retain stay finite."""
 
@@ -162,8 +168,10 @@ def corpus_stats(
     second_moments: bool = True,
     progress: Progress | None = None,
     role: str = "corpus",
+    contexts: Mapping[int, TopContexts] | None = None,
 ) -> dict[int, RoleStats]:
-    """Per-layer statistics of a corpus: one pass, every layer, BOS/padding excluded."""
+    """Per-layer statistics of a corpus: one pass, every layer, BOS/padding excluded; with
+    ``contexts``, each layer's top-activating contexts are collected in the same pass."""
     hooks = _hooks(saes)
     stats = {
         layer: RoleStats.empty(model.cfg.d_model, sae.cfg.d_sae, second_moments)
@@ -178,6 +186,11 @@ def corpus_stats(
             acts = cache[hooks[layer]][device_mask]
             codes = sae.encode(acts.to(dtype=sae.dtype))
             stats[layer].add(acts, codes)
+            if contexts is not None and layer in contexts:
+                collector = contexts[layer]
+                doc_ids = torch.arange(docs, docs + len(batch))
+                role_ids = torch.full((len(batch),), collector.role_id(role))
+                collector.add(codes, tokens, mask, mask, doc_ids, role_ids)
         docs += len(batch)
         tokens_seen += int(mask.sum())
         if progress is not None:
@@ -196,8 +209,10 @@ def entity_stats(
     batch_size: int = 64,
     second_moments: bool = True,
     progress: Progress | None = None,
+    contexts: Mapping[int, TopContexts] | None = None,
 ) -> dict[int, dict[str, RoleStats]]:
-    """Per layer, statistics of the code at the last entity token, by role.
+    """Per layer, statistics of the code at the last entity token, by role (and, with
+    ``contexts``, each layer's top-activating prompts, windows ending at the entity token).
 
     Roles: ``known``/``unknown`` (select fold), ``known:heldout``/``unknown:heldout``, and
     ``target`` (all folds)."""
@@ -206,11 +221,13 @@ def entity_stats(
     done = 0
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
-        tokens, _ = tokenize_batch(model, [p.prompt for p in chunk])
+        tokens, visible = tokenize_batch(model, [p.prompt for p in chunk])
         positions = torch.tensor([last_token_of_span(model, p.prompt, p.entity_end_char) for p in chunk])
         cache = cache_hooks(model, tokens, list(hooks.values()))
         roles = [p.set if p.set == "target" or p.fold == "select" else f"{p.set}:heldout" for p in chunk]
         rows = torch.arange(len(chunk))
+        coded = torch.zeros_like(visible)
+        coded[rows, positions] = True
         for layer, sae in saes.items():
             acts = cache[hooks[layer]][rows, positions.to(model.cfg.device)]
             codes = sae.encode(acts.to(dtype=sae.dtype))
@@ -219,6 +236,11 @@ def entity_stats(
                 if role not in stats[layer]:
                     stats[layer][role] = RoleStats.empty(model.cfg.d_model, sae.cfg.d_sae, second_moments)
                 stats[layer][role].add(acts[index.to(acts.device)], codes[index.to(codes.device)])
+            if contexts is not None and layer in contexts:
+                collector = contexts[layer]
+                role_ids = torch.tensor([collector.role_id(role) for role in roles])
+                doc_ids = torch.arange(start, start + len(chunk))
+                collector.add(codes, tokens, coded, visible, doc_ids, role_ids)
         done += len(chunk)
         if progress is not None:
             progress({"role": "entities", "docs": done, "total": len(prompts)})
@@ -279,6 +301,10 @@ class Selection:
     saes: dict[int, dict[str, Any]] = field(default_factory=dict)
     data: dict[str, dict[str, Any]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    latents: dict[str, Any] | None = None
+    """What the best latents mean (``latents.json``, see `hookunlearn.interpret`): per layer, the
+    top ``CARD_LATENTS`` latents' top-activating contexts, direct logit effects and Neuronpedia
+    links. None when not collected (``top_contexts=0``) or for a selection written before."""
 
     @property
     def chosen(self) -> LayerSelection:
@@ -326,8 +352,10 @@ class Selection:
 
     def save(self, out_dir: str | Path, *, force: bool = False, command: str = "hookunlearn select") -> Path:
         """Write a run directory: manifest, statistics and scores (safetensors), feature table,
-        score-distribution plot."""
+        score-distribution plot, the latents' contexts and logit effects (``latents.json``) and
+        the HTML report (``report.html``)."""
         from hookunlearn.artifacts import Manifest, run_directory, save_tensors, write_json
+        from hookunlearn.html_report import write_html_report
 
         tensors: dict[str, Tensor] = {}
         for layer, chosen in self.layers.items():
@@ -363,7 +391,13 @@ class Selection:
             save_tensors(tmp / "tensors.safetensors", tensors)
             write_json(tmp / "features.json", self.feature_table(n=50))
             plot_scores(self, tmp / "scores.png")
+            if self.latents is not None:
+                # compact: thousands of short token lists
+                (tmp / LATENTS_NAME).write_text(
+                    json.dumps(self.latents, separators=(",", ":")), encoding="utf-8"
+                )
             (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+            write_html_report(tmp)
         return Path(out_dir)
 
     @classmethod
@@ -386,6 +420,8 @@ class Selection:
                 float(info["layer_score"]),
             )
         saes = {int(entry["layer"]): dict(entry) for entry in manifest.saes}
+        latents_path = Path(run_dir) / LATENTS_NAME
+        latents = json.loads(latents_path.read_text(encoding="utf-8")) if latents_path.is_file() else None
         return cls(
             extra["objective"],
             extra["score"],
@@ -395,6 +431,7 @@ class Selection:
             saes,
             manifest.data,
             manifest.options,
+            latents,
         )
 
 
@@ -443,13 +480,21 @@ def select(
     second_moments: bool = True,
     progress: Progress | None = None,
     data: Mapping[str, dict[str, Any]] | None = None,
+    top_contexts: int = 8,
+    context_window: tuple[int, int] = (12, 4),
+    logit_k: int = 10,
 ) -> Selection:
     """Score every latent of every candidate layer's SAE and choose a layer (module docstring).
 
     ``saes``: one SAE per candidate layer (a mapping layer -> SAE, or a sequence whose hooks name
     their layers). ``topic`` needs ``forget`` and ``retain`` texts; ``entity`` needs ``entities``
     (see `hookunlearn.entities.parse_entity_prompts`) and optionally ``generic`` texts for the firing filter.
+
+    ``top_contexts``: per latent, how many top-activating contexts to keep (0: none, and no
+    ``latents.json``), each with ``context_window`` = (tokens before, tokens after); ``logit_k``:
+    how many most promoted and suppressed tokens to list per latent.
     """
+    from hookunlearn.interpret import LATENTS_VERSION, LOGIT_METHOD, latent_cards
     from hookunlearn.models import model_info
     from hookunlearn.saes import check_sae_fits, hook_layer, sae_info
 
@@ -483,6 +528,19 @@ def select(
             f"score {score!r} does not apply to objective {objective!r}; choose {', '.join(allowed)}."
         )
     top_n = top_n or (10 if objective == "topic" else 1)
+    if top_contexts < 0 or min(context_window) < 0 or logit_k < 1:
+        raise HookunlearnError(
+            f"top_contexts={top_contexts}, context_window={context_window}, logit_k={logit_k}: "
+            "use top_contexts >= 0, window sides >= 0 and logit_k >= 1."
+        )
+    contexts = (
+        {
+            lay: TopContexts.empty(sae.cfg.d_sae, top_contexts, *context_window)
+            for lay, sae in by_layer.items()
+        }
+        if top_contexts > 0
+        else None
+    )
 
     if objective == "topic":
         if forget is None or retain is None:
@@ -496,6 +554,7 @@ def select(
             second_moments=second_moments,
             progress=progress,
             role="forget",
+            contexts=contexts,
         )
         retain_stats = corpus_stats(
             model,
@@ -506,6 +565,7 @@ def select(
             second_moments=second_moments,
             progress=progress,
             role="retain",
+            contexts=contexts,
         )
         roles_by_layer = {lay: {"forget": forget_stats[lay], "retain": retain_stats[lay]} for lay in by_layer}
     else:
@@ -514,7 +574,13 @@ def select(
                 "objective 'entity' needs entity prompts (known, unknown and target sets)."
             )
         roles_by_layer = entity_stats(
-            model, by_layer, entities, batch_size=batch_size, second_moments=second_moments, progress=progress
+            model,
+            by_layer,
+            entities,
+            batch_size=batch_size,
+            second_moments=second_moments,
+            progress=progress,
+            contexts=contexts,
         )
         if generic is not None:
             generic_stats = corpus_stats(
@@ -526,6 +592,7 @@ def select(
                 second_moments=False,
                 progress=progress,
                 role="generic",
+                contexts=contexts,
             )
             for lay in by_layer:
                 roles_by_layer[lay]["generic"] = generic_stats[lay]
@@ -544,13 +611,35 @@ def select(
     chosen_layer = (
         layer if layer is not None else max(layers, key=lambda lay: (layers[lay].layer_score, -lay))
     )
+    sae_infos = {lay: sae_info(sae).to_dict() for lay, sae in by_layer.items()}
+    latents = None
+    if contexts is not None:
+        latents = {
+            "version": LATENTS_VERSION,
+            "top_contexts": top_contexts,
+            "window": {"left": context_window[0], "right": context_window[1]},
+            "logit_effects": {"method": LOGIT_METHOD, "k": logit_k},
+            "layers": {
+                str(lay): latent_cards(
+                    model,
+                    by_layer[lay],
+                    sae_infos[lay],
+                    ranked,
+                    {i: float(chosen.scores[i]) for i in ranked},
+                    contexts[lay],
+                    logit_k=logit_k,
+                )
+                for lay, chosen in sorted(layers.items())
+                for ranked in [chosen.ranked()[:CARD_LATENTS]]
+            },
+        }
     return Selection(
         objective=objective,
         score=score,
         chosen_layer=chosen_layer,
         layers=layers,
         model=model_info(model).to_dict(),
-        saes={lay: sae_info(sae).to_dict() for lay, sae in by_layer.items()},
+        saes=sae_infos,
         data=dict(data or {}),
         options={
             "objective": objective,
@@ -561,5 +650,9 @@ def select(
             "batch_size": batch_size,
             "max_tokens": max_tokens,
             "second_moments": second_moments,
+            "top_contexts": top_contexts,
+            "context_window": list(context_window),
+            "logit_k": logit_k,
         },
+        latents=latents,
     )

@@ -64,5 +64,9 @@ def build(config: BuildConfig) -> BuildResult:
         min_retain_rate=config.min_retain_rate,
     )
     if config.out is not None:
+        from hookunlearn.html_report import write_html_report
+
         subspace.save(config.out, force=config.force, inputs={"selection": str(config.selection)})
+        # Subspace.save owns the staged write; the page is added to the finished directory atomically
+        write_html_report(config.out)
     return BuildResult(subspace, Path(config.out) if config.out is not None else None)

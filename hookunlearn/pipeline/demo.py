@@ -408,6 +408,7 @@ class DemoResult:
 def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run the whole flow on the world and write the comparison (atomically)."""
     from hookunlearn.artifacts import MANIFEST_NAME, Manifest, check_can_write, run_directory, write_json
+    from hookunlearn.html_report import write_html_report
     from hookunlearn.world.assets import world_dir
 
     if config.out is not None:
@@ -440,4 +441,5 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
             write_json(tmp / "report.json", result)
             (tmp / "report.md").write_text(table, encoding="utf-8")
             (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+            write_html_report(tmp)  # report.html, from the files just written
     return DemoResult(result, table, path, Path(config.out) if config.out is not None else None)

@@ -39,6 +39,8 @@ class SelectConfig:
     device: str = "auto"
     dtype: str = "float32"
     processing: str = "none"
+    top_contexts: int = 8
+    """Top-activating contexts kept per latent for ``latents.json`` and ``report.html`` (0: none)."""
     force: bool = False
 
 
@@ -92,6 +94,7 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
         "batch_size": config.batch_size,
         "max_tokens": config.max_tokens,
         "progress": progress,
+        "top_contexts": config.top_contexts,
     }
     if config.objective == "topic":
         forget_texts = load_texts(config.forget, config.text_column)

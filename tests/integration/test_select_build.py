@@ -58,7 +58,9 @@ def test_cli_select_then_build_on_the_world_topic(topic_run: tuple[Path, str], t
     selection_dir, output = topic_run
     assert sorted(p.name for p in selection_dir.iterdir()) == [
         "features.json",
+        "latents.json",
         "manifest.json",
+        "report.html",
         "scores.png",
         "tensors.safetensors",
     ]
@@ -85,7 +87,7 @@ def test_cli_select_then_build_on_the_world_topic(topic_run: tuple[Path, str], t
     out = tmp_path / "sub"
     result = runner.invoke(app, ["build", str(selection_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tensors.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "report.html", "tensors.safetensors"]
     for key in ("effective_rank_relevant", "energy_share_forget", "energy_share_retain"):
         assert key in result.stdout
     assert "principal angles (deg) min/median/max" in result.stdout

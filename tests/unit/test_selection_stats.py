@@ -706,7 +706,9 @@ def test_selection_save_load_round_trip(
     out = selection.save(tmp_path / "sel")
     assert sorted(p.name for p in out.iterdir()) == [
         "features.json",
+        "latents.json",
         "manifest.json",
+        "report.html",
         "scores.png",
         "tensors.safetensors",
     ]
@@ -717,6 +719,7 @@ def test_selection_save_load_round_trip(
 
     loaded = Selection.load(out)
     assert_selections_equal(loaded, selection)
+    assert loaded.latents == json.loads(json.dumps(selection.latents))
     for layer, info in selection.saes.items():
         for key in ("hook_name", "d_in", "d_sae", "architecture"):
             assert loaded.saes[layer][key] == info[key]
