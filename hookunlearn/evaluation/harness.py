@@ -165,18 +165,33 @@ class HarnessSuite(Suite):
         if results is None:  # only on non-zero ranks of a distributed harness run
             raise HookunlearnError("suite lm_eval: the harness returned no results.")
         metrics, n, details = _fold(results)
-        details["samples"] = {
-            task: [_sample(row) for row in rows] for task, rows in (results.get("samples") or {}).items()
-        }
+        if context.samples is not None:  # eval --log-samples: the harness's own samples, per item
+            for task, rows in (results.get("samples") or {}).items():
+                for row in rows:
+                    context.samples.write(_sample(task, row))
         return metrics, n, details
 
 
-def _sample(row: Mapping[str, Any]) -> dict[str, Any]:
-    """One harness sample, JSON-ready: its id, target, per-request responses and metrics."""
-    keep = {"doc_id", "target", "filtered_resps", "doc_hash", "prompt_hash"}
-    out = {key: row[key] for key in keep if key in row}
-    out["metrics"] = {key: row[key] for key in row.get("metrics") or [] if key in row}
-    return json.loads(json.dumps(out, default=str))
+def _sample(task: str, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One harness sample in our samples' fields (docs/evaluation.md), JSON-ready: the task, ids,
+    prompt, per-request scores (log-likelihood, is-greedy) or generations, target and metrics."""
+    arguments = row.get("arguments") or []
+    prompt = arguments[0][0] if arguments and isinstance(arguments[0], (list, tuple)) else None
+    metric_names = row.get("metrics") or []
+    record = {
+        "task": task,
+        "doc_id": row.get("doc_id"),
+        "item_id": row.get("doc_id"),
+        "prompt": prompt,
+        "prompt_hash": row.get("prompt_hash"),
+        "choices": [a[1] for a in arguments if isinstance(a, (list, tuple)) and len(a) > 1],
+        "scores": row.get("filtered_resps"),
+        "target": row.get("target"),
+        "metrics": {name: row[name] for name in metric_names if name in row},
+    }
+    if "acc" in record["metrics"]:
+        record["correct"] = bool(record["metrics"]["acc"])
+    return json.loads(json.dumps(record, default=str))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,15 +161,22 @@ def test_lm_eval_suite_folds_the_harness_into_the_report_with_columns(tasks: Pat
             suites=(f"lm_eval:tasks=world_hazard_cont,include_path={tasks},name=harness",),
             mc=(data,),
             limit=N_ITEMS,
+            out=str(tmp_path / "eval"),
+            log_samples=True,
         )
     )
     report = run.report
+    lines = (tmp_path / "eval" / "samples" / "model" / "harness.jsonl").read_text().splitlines()
+    samples = [json.loads(line) for line in lines]
+    assert len(samples) == N_ITEMS and {s["task"] for s in samples} == {"world_hazard_cont"}
+    accuracy = sum(s["correct"] for s in samples) / N_ITEMS
     ours = report.evaluated.results
     mc_name = next(name for name, result in ours.items() if result.suite == "mc")
     assert ours["harness"].metrics["world_hazard_cont.acc"] == pytest.approx(
         ours[mc_name].metrics["accuracy"]
     )
     assert ours["harness"].n["world_hazard_cont.acc"] == N_ITEMS
+    assert ours["harness"].metrics["world_hazard_cont.acc"] == pytest.approx(accuracy)
     for role in (report.baseline, report.oracle):
         assert role is not None and "world_hazard_cont.acc" in role.results["harness"].metrics
     oracle = report.oracle.results
