@@ -635,22 +635,46 @@ def export(
     tolerance: float | None = typer.Option(
         None, help="Max log-prob difference allowed by the verification (fp32: 1e-4)."
     ),
+    bos: str = typer.Option(
+        "auto",
+        help="Whether the written tokenizer prepends BOS with its defaults: auto (when hookunlearn feeds "
+        "the model one), add, or keep (the tokenizer as it is).",
+    ),
+    report: str | None = typer.Option(
+        None, help="An eval report (report.json or its directory) whose numbers the model card lists."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Write a HookedTransformer as a transformers checkpoint, verified by reloading it.
 
+    The directory loads with transformers 4.45+ and 5, lm-evaluation-harness and vLLM with their
+    defaults; it carries a model card (README.md) and the export record (hookunlearn.json).
+
     \b
-    Example: hookunlearn export run/ --out hf/
+    Example: hookunlearn export run/ --out hf/ --report run-eval/
     """
     with user_errors():
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
-        from hookunlearn.pipeline.export import ExportConfig
+        from hookunlearn.pipeline.export import BOS_CHOICES, ExportConfig
         from hookunlearn.pipeline.export import export as run_export
 
+        if bos not in BOS_CHOICES:  # before the typed config: a clear error, not a type error
+            from hookunlearn.errors import HookunlearnError
+
+            raise HookunlearnError(f"--bos {bos!r}: choose one of {', '.join(BOS_CHOICES)}.")
+
         result = run_export(
-            ExportConfig(source=source, out=out, processing=processing, tolerance=tolerance, force=force)
+            ExportConfig(
+                source=source,
+                out=out,
+                processing=processing,
+                tolerance=tolerance,
+                force=force,
+                bos=bos,  # type: ignore[arg-type]  # checked by ExportConfig
+                report=report,
+            )
         )
         typer.echo(
             f"wrote {out}: verified, max log-prob difference {result.max_logprob_diff:.2e} (tolerance {result.tolerance:.0e})"
