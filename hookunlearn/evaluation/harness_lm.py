@@ -28,6 +28,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import lm_eval.models  # noqa: F401  # the harness's own models first: its registry loads them only while empty
 import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM

@@ -242,3 +242,39 @@ def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
     # the shipped world tokenizer already prepends BOS: keep leaves it so
     info = json.loads((tmp_path / "keep" / EXPORT_INFO_NAME).read_text())
     assert info["tokenizer_bos"]["tokenizer_adds_bos"] is True
+
+
+def test_unconditional_clamp_as_the_harness_steered_model(
+    exported: Path, world_model, records, task_manager, tmp_path: Path
+) -> None:
+    """Our steer file, read by lm-eval's own `steered` model on the export, clamps what the same
+    formula clamps at the clamp's TransformerLens hook: the hookpoint and the value map right."""
+    from hookunlearn.evaluation.harness_lm import HookunlearnLM
+    from hookunlearn.interventions.clamp import ClampIntervention
+    from hookunlearn.interventions.steered import write_steer_file
+    from hookunlearn.saes import load_sae
+
+    hook, latent, multiplier = "blocks.2.hook_resid_post", 7, 30.0
+    sae_dir = str(world_dir() / "saes" / "layer_2")
+    sae = load_sae(sae_dir, world_model)
+    clamp = ClampIntervention(hook, sae_dir, [latent], multiplier)
+    steer = write_steer_file(clamp, sae, "gpt2", tmp_path / "steer.pt")
+    assert torch.load(steer, weights_only=True)["h.2"]["action"] == "clamp"
+    results = lm_eval.simple_evaluate(
+        model="steered", model_args=f"pretrained={exported},steer_path={steer},device=cpu",
+        tasks=["world_hazard_cont"], task_manager=task_manager, limit=N_ITEMS,
+        bootstrap_iters=0, log_samples=True, verbosity="ERROR",
+    )  # fmt: skip
+    direction = sae.W_dec[latent].detach() / sae.W_dec[latent].detach().norm()
+    value = -multiplier * float(sae.W_dec[latent].detach().norm())
+
+    def projection_clamp(x, hook=None):
+        centred = x - sae.b_dec.detach()
+        return x + direction * (value - (centred * direction).sum(-1, keepdim=True))
+
+    with world_model.hooks(fwd_hooks=[(hook, projection_clamp)]):
+        expected = _ours(world_model, records, "continuation")
+    theirs, plain = _harness(results, "world_hazard_cont"), _ours(world_model, records, "continuation")
+    assert max(abs(a - b) for ra, rb in zip(theirs, expected, strict=True) for a, b in zip(ra, rb, strict=True)) < 1e-3
+    assert max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True)) > 1e-2
+    del HookunlearnLM

@@ -129,3 +129,32 @@ def test_model_card_metadata_and_eval_table() -> None:
     assert "base_model" not in header.split("hookunlearn:")[0]  # the world is not a Hub model
     assert "| mc_hazard | accuracy | 0.9 | 0.3 | – |" in card
     assert "prepends BOS" in card
+
+
+def test_steer_file_hookpoints_and_refusals(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from hookunlearn.errors import HookunlearnError
+    from hookunlearn.interventions.steered import hf_module_for_hook, write_steer_file
+
+    assert hf_module_for_hook("blocks.3.hook_resid_post", "gpt2") == "h.3"
+    assert hf_module_for_hook("blocks.3.hook_resid_pre", "llama") == "layers.2"
+    for bad in ("blocks.0.hook_resid_pre", "blocks.1.hook_mlp_out"):
+        with pytest.raises(HookunlearnError):
+            hf_module_for_hook(bad, "gpt2")
+    sae = SimpleNamespace(W_dec=torch.ones(4, 3), b_dec=torch.zeros(3))
+    clamp = SimpleNamespace(hook="blocks.1.hook_resid_post", latents=[0, 2], multiplier=2.0)
+    with pytest.raises(HookunlearnError, match="one direction per hookpoint"):
+        write_steer_file(clamp, sae, "gpt2", tmp_path / "s.pt")
+    with pytest.raises(HookunlearnError, match="not one of"):
+        write_steer_file(clamp, sae, "gpt2", tmp_path / "s.pt", latent=1)
+    with pytest.raises(HookunlearnError, match=r"\.pt"):
+        write_steer_file(clamp, sae, "gpt2", tmp_path / "s.csv", latent=0)
+    path = write_steer_file(clamp, sae, "gpt2", tmp_path / "s.pt", latent=2)
+    entry = torch.load(path, weights_only=True)["h.1"]
+    assert entry["steering_coefficient"] == pytest.approx(-2.0 * 3**0.5)
+    with pytest.raises(HookunlearnError, match="exists"):
+        write_steer_file(clamp, sae, "gpt2", path, latent=2)
+    assert not list(tmp_path.glob(".*partial"))
