@@ -218,9 +218,8 @@ def test_harness_scores_a_conditional_clamp(
 
 
 def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from hookunlearn.cli.app import app
+    from typer.testing import CliRunner
 
     runner = CliRunner()
     bad = runner.invoke(app, ["export", "world", "--out", str(tmp_path / "x"), "--bos", "wavy"])
@@ -275,6 +274,12 @@ def test_unconditional_clamp_as_the_harness_steered_model(
     with world_model.hooks(fwd_hooks=[(hook, projection_clamp)]):
         expected = _ours(world_model, records, "continuation")
     theirs, plain = _harness(results, "world_hazard_cont"), _ours(world_model, records, "continuation")
-    assert max(abs(a - b) for ra, rb in zip(theirs, expected, strict=True) for a, b in zip(ra, rb, strict=True)) < 1e-3
-    assert max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True)) > 1e-2
+    assert (
+        max(abs(a - b) for ra, rb in zip(theirs, expected, strict=True) for a, b in zip(ra, rb, strict=True))
+        < 1e-3
+    )
+    assert (
+        max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True))
+        > 1e-2
+    )
     del HookunlearnLM

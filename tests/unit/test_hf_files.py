@@ -50,7 +50,9 @@ def test_bos_post_processor_prepends_bos_once(processor) -> None:
     with_bos = add_bos_post_processor(state, BOS, 0)
     assert post_processor_adds(with_bos, BOS)
     assert _encode(with_bos) == [0, *_encode(state)]
-    assert Tokenizer.from_str(json.dumps(with_bos)).encode("a b", add_special_tokens=False).ids == _encode(state)
+    assert Tokenizer.from_str(json.dumps(with_bos)).encode("a b", add_special_tokens=False).ids == _encode(
+        state
+    )
     assert add_bos_post_processor(with_bos, BOS, 0) == with_bos  # idempotent
 
 
@@ -71,7 +73,9 @@ def test_tokenizer_config_loses_local_state_and_gains_the_context_length() -> No
     out, changes = portable_tokenizer_config(config, 64)
     assert out == {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 64, "bos_token": BOS}
     assert len(changes) == 4
-    kept, none = portable_tokenizer_config({"model_max_length": 2048, "tokenizer_class": "LlamaTokenizerFast"}, 64)
+    kept, none = portable_tokenizer_config(
+        {"model_max_length": 2048, "tokenizer_class": "LlamaTokenizerFast"}, 64
+    )
     assert kept["model_max_length"] == 2048 and kept["tokenizer_class"] == "LlamaTokenizerFast" and not none
 
 
@@ -92,7 +96,9 @@ def test_paths_become_relative_or_hashed(tmp_path: Path) -> None:
     import hookunlearn
 
     package = Path(hookunlearn.__file__).parent
-    assert portable_path(str(package / "world" / "assets" / "model"), base) == "<hookunlearn>/world/assets/model"
+    assert (
+        portable_path(str(package / "world" / "assets" / "model"), base) == "<hookunlearn>/world/assets/model"
+    )
     record = {"a": [f"copied from {tmp_path}/runs/m/config.json (x)", "https://example.org/a/b"], "n": 3}
     assert portable_paths(record, base) == {
         "a": ["copied from ../m/config.json (x)", "https://example.org/a/b"],
