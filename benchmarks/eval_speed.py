@@ -1,0 +1,150 @@
+"""One exported checkpoint scored by hookunlearn and by lm-evaluation-harness, side by side.
+
+For each MC data file (the world's hazard and benign questions by default) and each protocol
+(``continuation`` and ``letter``), in one run on the same exported checkpoint:
+
+- ``hookunlearn``: `hookunlearn.evaluation.mc.evaluate_mc` on the checkpoint loaded with
+  `hookunlearn.models.load_model` (what ``hookunlearn eval --mc`` runs);
+- ``lm-eval``: lm-evaluation-harness's own ``hf`` model on the checkpoint **with its defaults**
+  (``pretrained=DIR``: the tokenizer as exported, the harness's batching), on a local task that
+  `hookunlearn.evaluation.harness.write_mc_task` writes from the same data in the same protocol.
+
+It reports each side's accuracy, how many items get the same prediction, the largest per-choice
+log-likelihood difference, and each side's wall time and items/s (model load excluded; the
+harness's time includes building its requests, as a user of it pays) with the ratio. The export
+must be one `hookunlearn export` wrote (its tokenizer prepends BOS when the model expects it);
+the default is a fresh export of the shipped world model. Prints a table, writes JSON (default
+benchmarks/results/eval_speed.json).
+
+    python benchmarks/eval_speed.py [--export DIR] [--batch-size 32] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _lm_eval(export: Path, tasks: Path, names: list[str], batch_size: int) -> tuple[dict, float]:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(tasks))
+    start = time.perf_counter()
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={export},device=cpu",
+        tasks=names,
+        task_manager=manager,
+        batch_size=batch_size,
+        bootstrap_iters=0,
+        log_samples=True,
+        verbosity="ERROR",
+    )
+    return results, time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--export", help="an exported checkpoint (default: a fresh export of the world model)")
+    parser.add_argument("--data", nargs="*", default=["mc_hazard", "mc_benign"], help="world MC files")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", default="benchmarks/results/eval_speed.json")
+    args = parser.parse_args()
+
+    import torch
+
+    from hookunlearn.evaluation.harness import write_mc_task
+    from hookunlearn.evaluation.mc import continuation_context, evaluate_mc, letter_prompt, parse_questions
+    from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
+    from hookunlearn.export import export_model
+    from hookunlearn.models import load_model
+    from hookunlearn.world.assets import world_dir
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    scratch = Path(tempfile.mkdtemp(prefix="eval-speed-"))
+    export = Path(args.export) if args.export else scratch / "export"
+    if not args.export:
+        export_model(load_model("world", device="cpu"), export)
+    model = load_model(str(export), device="cpu")
+    rows, cases = [], []
+    for data in args.data:
+        records = [json.loads(line) for line in (world_dir() / "data" / f"{data}.jsonl").read_text().splitlines()]
+        questions = parse_questions(records, data)
+        for protocol in ("continuation", "letter"):
+            name = f"{data}_{protocol}"
+            write_mc_task(scratch / "tasks", name, records, protocol=protocol)
+            cases.append((name, data, protocol, questions))
+    harness, harness_s = _lm_eval(export, scratch / "tasks", [c[0] for c in cases], args.batch_size)
+    total_ours = 0.0
+    for name, data, protocol, questions in cases:
+        start = time.perf_counter()
+        ours = evaluate_mc(model, questions, protocol=protocol, batch_size=args.batch_size)
+        ours_s = time.perf_counter() - start
+        total_ours += ours_s
+        samples = sorted(harness["samples"][name], key=lambda row: row["doc_id"])
+        theirs = [[float(r[0][0]) for r in row["resps"]] for row in samples]
+        predictions = [max(range(len(row)), key=row.__getitem__) for row in theirs]
+        prefix = bos_prefix(model, None)
+        if protocol == "letter":
+            pairs = [
+                [encode_pair(model, letter_prompt(q), " " + "ABCD"[i], prefix) for i in range(len(q.choices))]
+                for q in questions
+            ]
+        else:
+            pairs = [[encode_pair(model, continuation_context(q), " " + c, prefix) for c in q.choices] for q in questions]
+        our_scores = [[s.logprob for s in score_pairs(model, row, batch_size=args.batch_size)] for row in pairs]
+        worst = max(abs(a - b) for ra, rb in zip(our_scores, theirs, strict=True) for a, b in zip(ra, rb, strict=True))
+        same = sum(p == q for p, q in zip(predictions, ours.predictions, strict=True))
+        rows.append(
+            {
+                "data": data,
+                "protocol": protocol,
+                "n": len(questions),
+                "hookunlearn_accuracy": ours.accuracy,
+                "lm_eval_accuracy": harness["results"][name]["acc,none"],
+                "same_prediction": same,
+                "max_abs_loglik_diff": worst,
+                "hookunlearn_s": ours_s,
+            }
+        )
+    n_items = sum(row["n"] for row in rows)
+    summary = {
+        "export": str(export),
+        "items": n_items,
+        "hookunlearn_s": total_ours,
+        "lm_eval_s": harness_s,
+        "hookunlearn_items_per_s": n_items / total_ours,
+        "lm_eval_items_per_s": n_items / harness_s,
+        "speedup": harness_s / total_ours,
+        "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+    }
+    print(f"{'data':<11} {'protocol':<13} {'n':>4} {'ours acc':>9} {'lm-eval acc':>12} {'same pred':>10} {'max |dLL|':>10}")
+    for row in rows:
+        print(
+            f"{row['data']:<11} {row['protocol']:<13} {row['n']:>4} {row['hookunlearn_accuracy']:>9.3f} "
+            f"{row['lm_eval_accuracy']:>12.3f} {row['same_prediction']:>6}/{row['n']:<3} {row['max_abs_loglik_diff']:>10.2e}"
+        )
+    print(
+        f"time on {n_items} items: hookunlearn {total_ours:.2f} s ({summary['hookunlearn_items_per_s']:.0f}/s), "
+        f"lm-eval {harness_s:.2f} s ({summary['lm_eval_items_per_s']:.0f}/s): {summary['speedup']:.2f}x"
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
