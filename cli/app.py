@@ -49,6 +49,11 @@ world_app = typer.Typer(
 app.add_typer(world_app, name="world", short_help="The embedded world: data, model and SAEs; build and info.")
 
 
+_BACKEND_HELP = (
+    "Model class: hooked (HookedTransformer) or bridge (TransformerBridge, TransformerLens 4's path)."
+)
+
+
 def _method_names() -> tuple[str, ...]:
     """The registered methods and interventions (their registries import no torch)."""
     from hookunlearn.interventions import INTERVENTIONS
@@ -134,6 +139,7 @@ def select(
     top_contexts: int = typer.Option(
         8, min=0, help="Top-activating contexts kept per latent for latents.json and report.html (0: none)."
     ),
+    backend: str = typer.Option("hooked", help=_BACKEND_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Find which layer and which SAE latents carry the knowledge to forget.
@@ -142,6 +148,10 @@ def select(
     Example: hookunlearn select --objective topic --layers auto --out sel/
     """
     with user_errors():
+        from hookunlearn.backends import check_backend
+
+        if backend is not None:
+            check_backend(backend)  # torch-free: a wrong name fails before any import
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
@@ -173,6 +183,7 @@ def select(
             processing=processing,
             top_contexts=top_contexts,
             force=force,
+            backend=backend,
         )
         with _select_progress() as progress:
             result = run_select(config, progress=progress)
@@ -254,6 +265,7 @@ def build(
     min_retain_rate: float = typer.Option(
         1e-3, help="Irrelevant latents must fire at least this often on the retain side."
     ),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP + " Default: the selection's, else hooked."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Build relevant/irrelevant subspaces and known/unknown centroids from a selection.
@@ -262,6 +274,10 @@ def build(
     Example: hookunlearn build sel/ --k 32 --out sub/
     """
     with user_errors():
+        from hookunlearn.backends import check_backend
+
+        if backend is not None:
+            check_backend(backend)  # torch-free: a wrong name fails before any import
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
@@ -278,6 +294,7 @@ def build(
                 model=model,
                 min_retain_rate=min_retain_rate,
                 force=force,
+                backend=backend,
             )
         )
         diagnostics = result.subspace.diagnostics
@@ -359,6 +376,7 @@ def unlearn(
     ),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP + " Default: the subspace's, else hooked."),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Run an unlearning method (or an inference-time intervention) and export the model.
@@ -367,6 +385,10 @@ def unlearn(
     Example: hookunlearn unlearn sub/ --method sspu --out model/ -o steering_coeff=50
     """
     with user_errors():
+        from hookunlearn.backends import check_backend
+
+        if backend is not None:
+            check_backend(backend)  # torch-free: a wrong name fails before any import
         from hookunlearn.errors import HookunlearnError
 
         if method not in _method_names():
@@ -414,6 +436,7 @@ def unlearn(
             device=device,
             dtype=dtype,
             force=force,
+            backend=backend,
         )
         bar = tqdm(total=steps, unit="step", desc=f"unlearn [{method}]", disable=method in INTERVENTIONS)
 
@@ -494,6 +517,7 @@ def eval_(
     out: str | None = typer.Option(
         None, help="Write report.json, report.md, plots/ and manifest.json into this directory."
     ),
+    backend: str = typer.Option("hooked", help=_BACKEND_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
@@ -523,6 +547,10 @@ def eval_(
       hookunlearn eval run/model --baseline report-base/ --suite wmdp:subset=wmdp-cyber --suite mmlu
     """
     with user_errors():
+        from hookunlearn.backends import check_backend
+
+        if backend is not None:
+            check_backend(backend)  # torch-free: a wrong name fails before any import
         if list_suites:
             _echo_suites()
             return
@@ -557,6 +585,7 @@ def eval_(
                 seed=seed,
                 out=out,
                 force=force,
+                backend=backend,
                 device=device,
                 dtype=dtype,
                 batch_size=batch_size,
@@ -643,6 +672,7 @@ def export(
     report: str | None = typer.Option(
         None, help="An eval report (report.json or its directory) whose numbers the model card lists."
     ),
+    backend: str = typer.Option("hooked", help=_BACKEND_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Write a HookedTransformer as a transformers checkpoint, verified by reloading it.
@@ -654,6 +684,10 @@ def export(
     Example: hookunlearn export run/ --out hf/ --report run-eval/
     """
     with user_errors():
+        from hookunlearn.backends import check_backend
+
+        if backend is not None:
+            check_backend(backend)  # torch-free: a wrong name fails before any import
         from hookunlearn.artifacts import check_can_write
 
         check_can_write(out, force=force)
@@ -672,6 +706,7 @@ def export(
                 processing=processing,
                 tolerance=tolerance,
                 force=force,
+                backend=backend,
                 bos=bos,  # type: ignore[arg-type]  # checked by ExportConfig
                 report=report,
             )

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import DataError
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
@@ -34,7 +34,7 @@ def stop_layer_for(hooks: Sequence[str], n_layers: int) -> int | None:
 
 
 def tokenize_batch(
-    model: HookedTransformer,
+    model: LanguageModel,
     texts: Sequence[str],
     *,
     prepend_bos: bool | None = None,
@@ -60,7 +60,7 @@ def tokenize_batch(
 
 @torch.no_grad()
 def cache_hooks(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"], hooks: Sequence[str]
+    model: LanguageModel, tokens: Int[Tensor, "batch pos"], hooks: Sequence[str]
 ) -> dict[str, Float[Tensor, "batch pos d"]]:
     """Activations at ``hooks`` only, stopping after the deepest one."""
     wanted = set(hooks)
@@ -74,7 +74,7 @@ def cache_hooks(
 
 
 def last_token_of_span(
-    model: HookedTransformer, text: str, span_end_char: int, *, prepend_bos: bool | None = None
+    model: LanguageModel, text: str, span_end_char: int, *, prepend_bos: bool | None = None
 ) -> int:
     """Index (in the BOS-prefixed token sequence) of the token holding character ``span_end_char - 1``."""
     tokenizer = model.tokenizer
@@ -92,7 +92,7 @@ def last_token_of_span(
 
 @torch.no_grad()
 def activations_at_span_end(
-    model: HookedTransformer,
+    model: LanguageModel,
     prompts: Sequence[str],
     span_end_chars: Sequence[int],
     hooks: Sequence[str],

@@ -14,9 +14,9 @@ import torch
 from jaxtyping import Bool, Float
 from sae_lens import SAE
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hookunlearn.activations import cache_hooks, tokenize_batch
+from hookunlearn.backends.types import LanguageModel
 
 
 def firing_rate(codes: Float[Tensor, "n d_sae"], threshold: float = 0.0) -> Float[Tensor, " d_sae"]:
@@ -38,7 +38,7 @@ def encode(sae: SAE, activations: Float[Tensor, "n d_in"]) -> Float[Tensor, "n d
 
 @torch.no_grad()
 def text_firing(
-    model: HookedTransformer, sae: SAE, texts: Sequence[str], *, batch_size: int = 64
+    model: LanguageModel, sae: SAE, texts: Sequence[str], *, batch_size: int = 64
 ) -> Bool[Tensor, "n_texts d_sae"]:
     """For each text, which latents fire on at least one of its (non-BOS, non-pad) tokens."""
     hook = sae.cfg.metadata.hook_name

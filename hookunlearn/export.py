@@ -97,6 +97,8 @@ from hookunlearn.architectures.base import (
     _StateDict,
 )
 from hookunlearn.artifacts import check_can_write, library_versions, run_directory, write_json
+from hookunlearn.backends import backend_name
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError, ModelLoadError
 from hookunlearn.hf_files import portable_paths, portable_tokenizer_files
 from hookunlearn.model_card import model_card
@@ -260,7 +262,7 @@ def read_export_info(path: str | os.PathLike[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _architecture(model: HookedTransformer) -> Architecture:
+def _architecture(model: LanguageModel) -> Architecture:
     name = model.cfg.original_architecture
     architecture = architecture_for_tl(name)
     if architecture is None:
@@ -292,7 +294,7 @@ def _convert(
     return converted
 
 
-def hf_state_dict(model: HookedTransformer) -> dict[str, Tensor]:
+def hf_state_dict(model: LanguageModel) -> dict[str, Tensor]:
     """The model's weights as an HF state dict of its architecture (CPU, the model's dtype).
 
     ``lm_head.weight`` is always included (untied). Raises `ExportError` for an unsupported
@@ -336,7 +338,7 @@ def _check_config_matches(config: PretrainedConfig, cfg: HookedTransformerConfig
 
 
 def _hf_config(
-    model: HookedTransformer,
+    model: LanguageModel,
     arch: Architecture,
     source_dir: Path | None,
     tokenizer: Any,
@@ -387,9 +389,7 @@ def _save_state_dict(tensors: Mapping[str, Tensor], directory: Path) -> list[str
     return sorted(split.filename_to_tensors)
 
 
-def _write_tokenizer(
-    directory: Path, tokenizer: Any, source_dir: Path | None, model: HookedTransformer
-) -> str:
+def _write_tokenizer(directory: Path, tokenizer: Any, source_dir: Path | None, model: LanguageModel) -> str:
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
         return "the tokenizer passed to export_model"
@@ -415,7 +415,7 @@ def _context_length(config: PretrainedConfig) -> int | None:
 
 def _portable_tokenizer(
     directory: Path,
-    model: HookedTransformer,
+    model: LanguageModel,
     config: PretrainedConfig,
     model_tokenizer: Any,
     add_bos: bool | None,
@@ -457,7 +457,7 @@ def _write_generation_config(directory: Path, config: PretrainedConfig, source_d
 # ---------------------------------------------------------------------------------------------
 
 
-def _probe_batch(model: HookedTransformer, texts: Sequence[str]) -> list[Int[Tensor, "1 pos"]]:
+def _probe_batch(model: LanguageModel, texts: Sequence[str]) -> list[Int[Tensor, "1 pos"]]:
     """One token sequence per probe text (as the model tokenizes), plus a seeded random one."""
     sequences: list[Tensor] = []
     if model.tokenizer is not None:
@@ -472,7 +472,7 @@ def _probe_batch(model: HookedTransformer, texts: Sequence[str]) -> list[Int[Ten
 
 
 @contextlib.contextmanager
-def _float32_view(model: HookedTransformer) -> Iterator[HookedTransformer]:
+def _float32_view(model: LanguageModel) -> Iterator[LanguageModel]:
     """The model itself when float32; else a float32 twin (rotary tables recomputed in float32)."""
     if next(model.parameters()).dtype == torch.float32:
         yield model
@@ -528,7 +528,7 @@ def _reload(directory: Path, label: str) -> PreTrainedModel:
     return hf_model
 
 
-def _tl_logprobs(model: HookedTransformer, tokens: Int[Tensor, "1 pos"]) -> Float[Tensor, "1 pos d_vocab"]:
+def _tl_logprobs(model: LanguageModel, tokens: Int[Tensor, "1 pos"]) -> Float[Tensor, "1 pos d_vocab"]:
     with quiet_libraries():
         # An explicit all-ones mask: no pad-token masking even when the tokenizer pads on the left.
         logits = model(tokens, return_type="logits", attention_mask=torch.ones_like(tokens))
@@ -537,7 +537,7 @@ def _tl_logprobs(model: HookedTransformer, tokens: Int[Tensor, "1 pos"]) -> Floa
 
 @torch.no_grad()
 def _compare_logprobs(
-    model: HookedTransformer, hf_model: PreTrainedModel, sequences: Sequence[Tensor], label: str
+    model: LanguageModel, hf_model: PreTrainedModel, sequences: Sequence[Tensor], label: str
 ) -> tuple[float, float | None]:
     """(max |log-prob difference| of the reloaded checkpoint vs the model in float32,
     max |log-prob difference| of the model in its own half dtype vs float32, or None for float32)."""
@@ -597,11 +597,11 @@ def _check_tokenizer(
 # ---------------------------------------------------------------------------------------------
 
 
-def _with_lm_head(tensors: Mapping[str, Tensor], arch: Architecture) -> dict[str, Tensor]:
+def _with_lm_head(tensors: Mapping[str, Tensor], embedding_name: str) -> dict[str, Tensor]:
     """``tensors`` with ``lm_head.weight`` present (a tied checkpoint stores only the embedding)."""
     full = dict(tensors)
-    if _LM_HEAD not in full and arch.embedding_name in full:
-        full[_LM_HEAD] = full[arch.embedding_name]
+    if _LM_HEAD not in full and embedding_name in full:
+        full[_LM_HEAD] = full[embedding_name]
     return full
 
 
@@ -619,15 +619,15 @@ def _read_safetensors(directory: Path) -> dict[str, Tensor] | None:
 
 def _reference_tensors(
     reference: Any,
-    model: HookedTransformer,
-    arch: Architecture,
+    model: LanguageModel,
+    arch: Architecture | None,
     source_dir: Path | None,
 ) -> tuple[dict[str, Tensor] | None, str | None]:
     """The reference tensors (HF names) for the change report, and a description of them."""
     if isinstance(reference, HookedTransformer):
         return hf_state_dict(reference), "the reference HookedTransformer (converted the same way)"
     if isinstance(reference, Mapping):
-        if "embed.W_E" in reference:
+        if "embed.W_E" in reference and arch is not None:
             label = "the reference TransformerLens state dict"
             return _convert(reference, model.cfg, arch, label).tensors, f"{label} (converted the same way)"
         tensors = {name: tensor.detach().cpu() for name, tensor in reference.items()}
@@ -652,10 +652,10 @@ def _reference_tensors(
 
 
 def _tensor_changes(
-    exported: Mapping[str, Tensor], reference: Mapping[str, Tensor], arch: Architecture
+    exported: Mapping[str, Tensor], reference: Mapping[str, Tensor], embedding_name: str
 ) -> tuple[list[TensorChange], list[str], list[str]]:
     """(changes above round-off, names differing only by round-off, names missing from the reference)."""
-    exported, reference = _with_lm_head(exported, arch), _with_lm_head(reference, arch)
+    exported, reference = _with_lm_head(exported, embedding_name), _with_lm_head(reference, embedding_name)
     changes: list[TensorChange] = []
     round_off: list[str] = []
     missing: list[str] = []
@@ -686,7 +686,7 @@ def _tensor_changes(
 # ---------------------------------------------------------------------------------------------
 
 
-def _source_dir(model: HookedTransformer, source_dir: str | os.PathLike[str] | None) -> Path | None:
+def _source_dir(model: LanguageModel, source_dir: str | os.PathLike[str] | None) -> Path | None:
     if source_dir is not None:
         path = Path(source_dir)
         if not (path / "config.json").is_file():
@@ -700,7 +700,7 @@ def _source_dir(model: HookedTransformer, source_dir: str | os.PathLike[str] | N
     return None
 
 
-def _hooked_points(model: HookedTransformer) -> list[str]:
+def _hooked_points(model: LanguageModel) -> list[str]:
     return [
         name
         for name, hook_point in model.hook_dict.items()
@@ -709,7 +709,7 @@ def _hooked_points(model: HookedTransformer) -> list[str]:
 
 
 def export_model(
-    model: HookedTransformer,
+    model: LanguageModel,
     out_dir: str | os.PathLike[str],
     *,
     source_dir: str | os.PathLike[str] | None = None,
@@ -761,8 +761,12 @@ def export_model(
         ArtifactError: ``out_dir`` exists and ``force`` is not set.
     """
     out = check_can_write(out_dir, force=force)
-    arch = _architecture(model)
-    label = f"export of model {model_info(model).spec!r} ({arch.model_type})"
+    # The bridge backend writes its Hugging Face module's own tensors (hookunlearn.backends.bridge);
+    # the hooked backend inverts TransformerLens's conversion (hookunlearn.architectures).
+    bridge = backend_name(model) == "bridge"
+    arch = None if bridge else _architecture(model)
+    model_type = model_info(model).hf_model_type if arch is None else arch.model_type
+    label = f"export of model {model_info(model).spec!r} ({model_type})"
     hooked = _hooked_points(model)
     if hooked:
         raise ExportError(
@@ -782,16 +786,35 @@ def export_model(
     texts = list(DEFAULT_PROBE_TEXTS if probe_texts is None else probe_texts)
     model_tokenizer = tokenizer if tokenizer is not None else model.tokenizer
 
-    converted = _convert(model.state_dict(), model.cfg, arch, label)
-    tensors, notes = converted.tensors, list(converted.notes)
-    tied = torch.equal(tensors[_LM_HEAD], tensors[arch.embedding_name])
-    if tied:
-        tensors = {name: tensor for name, tensor in tensors.items() if name != _LM_HEAD}
-    notes.append(f"tie_word_embeddings={tied} (lm_head {'equals' if tied else 'differs from'} the embedding)")
-    config, config_origin = _hf_config(model, arch, source, model_tokenizer, dtype, tied)
+    if arch is None:
+        from hookunlearn.backends.bridge import export_parts
+
+        if dtype != torch.float32:
+            raise ExportError(
+                f"{label}: the bridge backend exports float32 models; load it with dtype float32."
+            )
+        parts = export_parts(model, label)
+        tensors, notes, tied, config = parts.tensors, parts.notes, parts.tied, parts.config
+        model_type, hf_class, embedding_name = parts.model_type, parts.hf_class, parts.embedding_name
+        config_origin = "the bridge's Hugging Face module config" + (
+            f" (loaded from {source})" if source else ""
+        )
+    else:
+        converted = _convert(model.state_dict(), model.cfg, arch, label)
+        tensors, notes = converted.tensors, list(converted.notes)
+        tied = torch.equal(tensors[_LM_HEAD], tensors[arch.embedding_name])
+        if tied:
+            tensors = {name: tensor for name, tensor in tensors.items() if name != _LM_HEAD}
+        notes.append(
+            f"tie_word_embeddings={tied} (lm_head {'equals' if tied else 'differs from'} the embedding)"
+        )
+        config, config_origin = _hf_config(model, arch, source, model_tokenizer, dtype, tied)
+        hf_class, embedding_name = arch.hf_class, arch.embedding_name
     reference_tensors, reference_label = _reference_tensors(reference, model, arch, source)
     changes, round_off, missing = (
-        _tensor_changes(tensors, reference_tensors, arch) if reference_tensors is not None else ([], [], [])
+        _tensor_changes(tensors, reference_tensors, embedding_name)
+        if reference_tensors is not None
+        else ([], [], [])
     )
 
     with run_directory(out, force=force) as tmp:
@@ -823,7 +846,7 @@ def export_model(
                 )
         result = ExportResult(
             path=out,
-            architecture=arch.model_type,
+            architecture=model_type,
             dtype=str(dtype).removeprefix("torch."),
             verified=verify,
             max_logprob_diff=max_diff,
@@ -843,8 +866,8 @@ def export_model(
             # the effective configuration of the CLI command that exported it (empty for library calls)
             "run_config": current_run_config(),
             "export": {
-                "architecture": arch.model_type,
-                "hf_architecture": arch.hf_class,
+                "architecture": model_type,
+                "hf_architecture": hf_class,
                 "dtype": result.dtype,
                 "weight_files": weight_files,
                 "config": config_origin,
@@ -869,7 +892,8 @@ def export_model(
                 "half_precision_error": own_error,
                 "compared": (
                     "log_softmax of the checkpoint reloaded by transformers (float32, eager attention) "
-                    "vs the HookedTransformer" + (" (a float32 copy of it)" if dtype != torch.float32 else "")
+                    + ("vs the TransformerBridge" if bridge else "vs the HookedTransformer")
+                    + (" (a float32 copy of it)" if dtype != torch.float32 else "")
                 ),
                 "probe_texts": texts,
                 "random_token_sequences": 1,

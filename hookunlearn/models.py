@@ -56,6 +56,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, Pretra
 
 from hookunlearn.architectures import SUPPORTED_MODEL_TYPES, get_architecture, model_type_for_tl
 from hookunlearn.architectures.base import _hf_get, _UnsupportedFeature
+from hookunlearn.backends import check_backend, get_backend
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.dtypes import dtype_by_name
 from hookunlearn.errors import ModelLoadError
 from hookunlearn.processing import WeightProcessing
@@ -127,6 +129,8 @@ class ModelInfo:
     """`config_fingerprint` of the model's config: equal for the same architecture and sizes."""
     n_layers: int
     d_model: int
+    backend: str = "hooked"
+    """The backend that runs it (`hookunlearn.backends`): ``hooked`` (HookedTransformer) or ``bridge``."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; processing flags as nested dicts."""
@@ -351,8 +355,9 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     processing: WeightProcessing | str | None = None,
     trust_remote_code: bool = False,
-) -> HookedTransformer:
-    """Load a `HookedTransformer` from a local HF checkpoint directory or a TransformerLens model name.
+    backend: str = "hooked",
+) -> LanguageModel:
+    """Load a `HookedTransformer` (or a `TransformerBridge`) from a local HF checkpoint directory or a TransformerLens model name.
 
     Args:
         spec: ``"world"`` (the embedded world's model), an existing directory holding a GPT-2, Llama, Mistral, Qwen2 or Gemma-2 checkpoint
@@ -367,6 +372,10 @@ def load_model(
             (TransformerLens's defaults) or a comma list of flags. Flags that TransformerLens
             skips for the architecture are recorded as not applied (see `effective_processing`).
         trust_remote_code: passed to ``transformers`` only when True; never turned on by itself.
+        backend: ``hooked`` (default: a `HookedTransformer` built by hookunlearn's conversions) or
+            ``bridge`` (a `TransformerBridge` on the HF module itself: local directories of any
+            architecture TransformerLens's bridge has an adapter for, raw weights only); see
+            `hookunlearn.backends`.
 
     Returns:
         The model in eval mode, with ``model.hookunlearn_info`` set to a `ModelInfo`.
@@ -377,6 +386,7 @@ def load_model(
             model cannot be fetched, or device/dtype are invalid.
     """
     spec_text = os.fspath(spec)
+    check_backend(backend)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     requested = WeightProcessing.parse(processing)
@@ -386,6 +396,10 @@ def load_model(
     plugin_path = resolve(spec_text, "model")  # `world`, `world:oracle`: the plug-in's errors name the spec
     if plugin_path is not None:
         path = plugin_path
+    if backend != "hooked":
+        return _load_other_backend(
+            spec_text, path, backend, torch_device, torch_dtype, requested, trust_remote_code
+        )
     if path.is_dir():
         model, hf_model_type = _load_local(path, torch_device, torch_dtype, requested, trust_remote_code)
         source, name = "local", str(path.resolve())
@@ -409,6 +423,42 @@ def load_model(
         config_fingerprint=config_fingerprint(model.cfg),
         n_layers=model.cfg.n_layers,
         d_model=model.cfg.d_model,
+    )
+    return model
+
+
+def _load_other_backend(
+    spec: str,
+    path: Path,
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    requested: WeightProcessing,
+    trust_remote_code: bool,
+) -> LanguageModel:
+    """A local checkpoint on a backend other than ``hooked`` (its module loads it)."""
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model spec {spec!r}: the {backend} backend loads local Hugging Face checkpoint directories "
+            "(or 'world'); pass a directory (download it first with huggingface-cli), or use --backend hooked."
+        )
+    model, hf_model_type, fingerprint = get_backend(backend).load(
+        path, device, dtype, requested, trust_remote_code
+    )
+    model.hookunlearn_info = ModelInfo(
+        spec=spec,
+        name=str(path.resolve()),
+        source="local",
+        architecture=hf_model_type,
+        hf_model_type=hf_model_type,
+        processing=requested,
+        requested_processing=requested,
+        device=str(_parameter_device(model)),
+        dtype=_dtype_name(dtype),
+        config_fingerprint=fingerprint,
+        n_layers=len(model.blocks),
+        d_model=int(model.cfg.d_model),
+        backend=backend,
     )
     return model
 
@@ -648,7 +698,7 @@ def _load_official(
 # ---------------------------------------------------------------------------------------------
 
 
-def model_info(model: HookedTransformer) -> ModelInfo:
+def model_info(model: LanguageModel) -> ModelInfo:
     """The model's `ModelInfo`, with its current device and dtype.
 
     For a model loaded by `load_model` this is ``model.hookunlearn_info``. For any other

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 from sae_lens import SAE
-from transformer_lens import HookedTransformer
 
 from hookunlearn.activations import cache_hooks, tokenize_batch
+from hookunlearn.backends.types import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SAEQuality:
 
 @torch.no_grad()
 def sae_quality(
-    model: HookedTransformer, sae: SAE, texts: Sequence[str], *, batch_size: int = 64
+    model: LanguageModel, sae: SAE, texts: Sequence[str], *, batch_size: int = 64
 ) -> SAEQuality:
     hook = sae.cfg.metadata.hook_name
     d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae

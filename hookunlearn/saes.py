@@ -41,8 +41,8 @@ from sae_lens.loading.pretrained_saes_directory import (
 )
 from sae_lens.util import dtype_to_str
 from safetensors import SafetensorError, safe_open
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.dtypes import dtype_by_name
 from hookunlearn.errors import SAELoadError
 from hookunlearn.hooks import hook_layer
@@ -115,7 +115,7 @@ class SAEInfo:
         return _parse_dtype(self.dtype)
 
 
-def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None = None) -> int:
+def hook_width(model: LanguageModel, hook_name: str, head_index: int | None = None) -> int:
     """Width of the activation an SAE at ``hook_name`` reads (``d_in`` it must have).
 
     Per-head activations (``[batch pos head d]``) count as ``head * d`` (SAELens flattens
@@ -133,7 +133,7 @@ def hook_width(model: HookedTransformer, hook_name: str, head_index: int | None 
     return _measured_width(model, hook_name, head_index)
 
 
-def _measured_width(model: HookedTransformer, hook_name: str, head_index: int | None) -> int:
+def _measured_width(model: LanguageModel, hook_name: str, head_index: int | None) -> int:
     parameter = next(model.parameters())
     tokens = torch.zeros((1, 2), dtype=torch.long, device=parameter.device)
     layer = hook_layer(hook_name)
@@ -175,7 +175,7 @@ def _check_head_index(hook_name: str, head_index: int | None, n_heads: int) -> N
 
 def check_sae_fits(
     sae: SAE,
-    model: HookedTransformer,
+    model: LanguageModel,
     model_processing: WeightProcessing | str | None = None,
 ) -> None:
     """Raise ``SAELoadError`` unless ``sae`` reads a hook of ``model`` with the right width and processing.
@@ -209,7 +209,7 @@ def _plugin_sae_path(spec_text: str) -> Path | None:
 
 def load_sae(
     spec: str | os.PathLike[str],
-    model: HookedTransformer | None = None,
+    model: LanguageModel | None = None,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
@@ -338,7 +338,7 @@ def _release_suggestions(name: str, directory: dict[str, PretrainedSAELookup]) -
 def _load_local(
     path: Path,
     spec: str,
-    model: HookedTransformer | None,
+    model: LanguageModel | None,
     processing: WeightProcessing | None,
     device: torch.device | None,
     dtype: torch.dtype | None,
@@ -431,7 +431,7 @@ def _load_release(
     spec: str,
     release: str,
     sae_id: str,
-    model: HookedTransformer | None,
+    model: LanguageModel | None,
     processing: WeightProcessing | None,
     device: torch.device | None,
     dtype: torch.dtype | None,
@@ -499,7 +499,7 @@ def _quiet_sae_lens() -> Iterator[None]:
 
 
 def _check_config_fits(
-    cfg: SAEConfig, model: HookedTransformer, processing: WeightProcessing, label: str
+    cfg: SAEConfig, model: LanguageModel, processing: WeightProcessing, label: str
 ) -> None:
     hook_name = cfg.metadata.hook_name
     if not hook_name:
@@ -542,7 +542,7 @@ def _check_config_fits(
         )
 
 
-def _unknown_hook_message(hook_name: str, model: HookedTransformer, subject: str) -> str:
+def _unknown_hook_message(hook_name: str, model: LanguageModel, subject: str) -> str:
     names = list(model.hook_dict)
     close = difflib.get_close_matches(hook_name, names, n=5, cutoff=0.6)
     hint = (
@@ -560,7 +560,7 @@ def _unknown_hook_message(hook_name: str, model: HookedTransformer, subject: str
     return f"{subject}, but the model has no such hook.{depth} {hint} The SAE may be for another model."
 
 
-def _model_processing(model: HookedTransformer, explicit: WeightProcessing | str | None) -> WeightProcessing:
+def _model_processing(model: LanguageModel, explicit: WeightProcessing | str | None) -> WeightProcessing:
     if explicit is not None:
         return WeightProcessing.parse(explicit)
     recorded = getattr(getattr(model, "hookunlearn_info", None), "processing", None)

@@ -35,9 +35,9 @@ import torch
 from jaxtyping import Bool, Float
 from sae_lens import SAE
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hookunlearn.activations import cache_hooks, last_token_of_span, tokenize_batch
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.entities import EntityPrompt
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.interpret import TopContexts
@@ -159,7 +159,7 @@ def _hooks(saes: Mapping[int, SAE]) -> dict[int, str]:
 
 @torch.no_grad()
 def corpus_stats(
-    model: HookedTransformer,
+    model: LanguageModel,
     saes: Mapping[int, SAE],
     texts: Iterable[str],
     *,
@@ -202,7 +202,7 @@ def corpus_stats(
 
 @torch.no_grad()
 def entity_stats(
-    model: HookedTransformer,
+    model: LanguageModel,
     saes: Mapping[int, SAE],
     prompts: Sequence[EntityPrompt],
     *,
@@ -463,7 +463,7 @@ def plot_scores(selection: Selection, path: Path) -> None:
 
 
 def select(
-    model: HookedTransformer,
+    model: LanguageModel,
     saes: Mapping[int, SAE] | Sequence[SAE],
     *,
     objective: Objective = "topic",

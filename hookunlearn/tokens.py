@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 
 
@@ -44,7 +44,7 @@ class TokenData:
 
 
 def tokenize_texts(
-    model: HookedTransformer, texts: Sequence[str], max_tokens: int | None = None
+    model: LanguageModel, texts: Sequence[str], max_tokens: int | None = None
 ) -> TokenData:
     """Corpus rows: BOS + text tokens, every real non-BOS token counts."""
     from hookunlearn.activations import tokenize_batch
@@ -56,7 +56,7 @@ def tokenize_texts(
 
 
 def tokenize_span_ends(
-    model: HookedTransformer, prompts: Sequence[str], span_ends: Sequence[int]
+    model: LanguageModel, prompts: Sequence[str], span_ends: Sequence[int]
 ) -> TokenData:
     """Entity prompts: the loss reads only the last token of each entity name."""
     from hookunlearn.activations import last_token_of_span, tokenize_batch
@@ -69,7 +69,7 @@ def tokenize_span_ends(
 
 
 def tokenize_entity_spans(
-    model: HookedTransformer,
+    model: LanguageModel,
     prompts: Sequence[str],
     span_starts: Sequence[int | None],
     span_ends: Sequence[int],
@@ -114,7 +114,7 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Int[Tensor, 
 
 
 @torch.no_grad()
-def sequence_nll(model: HookedTransformer, data: TokenData, batch_size: int = 32) -> Tensor:
+def sequence_nll(model: LanguageModel, data: TokenData, batch_size: int = 32) -> Tensor:
     """Summed next-token NLL per row (NPO's reference, computed once before training)."""
 
     out = []

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends import backend_of
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.objectives.base import Objective, StepInputs
 from hookunlearn.tokens import Batch, TokenData, batch_indices
@@ -78,27 +79,11 @@ class TrainConfig:
 
 
 def trainable_parameters(
-    model: HookedTransformer, layers: Sequence[int], names: Sequence[str]
+    model: LanguageModel, layers: Sequence[int], names: Sequence[str]
 ) -> dict[str, torch.nn.Parameter]:
-    """``blocks.{i}.{name}`` for every layer and name; unknown names are a clear error."""
-    params = dict(model.named_parameters())
-    chosen = {}
-    for layer in layers:
-        if not 0 <= layer < model.cfg.n_layers:
-            raise HookunlearnError(
-                f"trainable layer {layer} does not exist (the model has {model.cfg.n_layers})."
-            )
-        for name in names:
-            full = f"blocks.{layer}.{name}"
-            if full not in params:
-                options = sorted(
-                    {key.split(".", 2)[2] for key in params if key.startswith(f"blocks.{layer}.")}
-                )
-                raise HookunlearnError(
-                    f"parameter {full!r} does not exist; parameters of a block: {', '.join(options)}."
-                )
-            chosen[full] = params[full]
-    return chosen
+    """``blocks.{i}.{name}`` for every layer and name (TransformerLens names; the backend says which
+    tensor each is: `hookunlearn.backends`); unknown names are a clear error."""
+    return backend_of(model).trainable_parameters(model, layers, names)[0]
 
 
 @dataclass
@@ -121,7 +106,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: LanguageModel,
         objective: Objective,
         *,
         layer: int,
@@ -148,7 +133,10 @@ class Trainer:
             )
         self.layers = tuple(sorted(layers))
         self.first = self.layers[0]
-        self.params = trainable_parameters(model, self.layers, config.trainable)
+        # What is backend-specific (which tensors, how a slice of blocks runs) is the backend's
+        # module; `transposed` names the tensors methods see transposed (TransformerLens orientation).
+        self.backend = backend_of(model)
+        self.params, self.transposed = self.backend.trainable_parameters(model, self.layers, config.trainable)
         self.initial = {name: p.detach().clone() for name, p in self.params.items()}
         # The frozen reference path (blocks first..layer as they were before training) needs no
         # copy of any block: the live blocks are called with the saved initial values of their
@@ -157,14 +145,7 @@ class Trainer:
         self.reference_overrides: list[dict[str, Tensor]] = []
         if objective.spec.kind == "activation":
             for i in range(self.first, layer + 1):
-                prefix = f"blocks.{i}."
-                self.reference_overrides.append(
-                    {
-                        name.removeprefix(prefix): value
-                        for name, value in self.initial.items()
-                        if name.startswith(prefix)
-                    }
-                )
+                self.reference_overrides.append(self.backend.block_overrides(model, i, self.initial))
         for param in model.parameters():
             param.requires_grad_(False)
         for param in self.params.values():
@@ -189,10 +170,16 @@ class Trainer:
 
     # --- forward passes ------------------------------------------------------------------
 
+    def views(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``tensors`` (parameters or their initial values) as methods see them: TransformerLens's
+        orientation, the residual stream on the last axis of a writing weight (views, so in-place
+        edits reach the parameters)."""
+        return {name: value.T if name in self.transposed else value for name, value in tensors.items()}
+
     def resid_at(self, forget: Batch, layer: int) -> Tensor:
         """The forget side's residual stream entering block ``layer`` (no grad)."""
         with torch.no_grad():
-            return self.model(forget.tokens.to(self.model.cfg.device), stop_at_layer=layer)
+            return self.backend.prefix(self.model, forget.tokens, layer, through=self.layer)
 
     def _perturbed(self, perturbation: Perturbation | None) -> contextlib.AbstractContextManager[Any]:
         """A hook context adding the perturbation to ``blocks.{layer}.hook_resid_pre``."""
@@ -210,19 +197,17 @@ class Trainer:
         model, device = self.model, self.model.cfg.device
         inputs = StepInputs(forget=forget, retain=retain)
         if self.objective.spec.kind == "activation":
+            backend = self.backend
             with torch.no_grad():
                 with self._perturbed(perturbation):
-                    pre_forget = model(forget.tokens.to(device), stop_at_layer=self.first)
-                pre_retain = model(retain.tokens.to(device), stop_at_layer=self.first)
+                    pre_forget = backend.prefix(model, forget.tokens, self.first, through=self.layer)
+                pre_retain = backend.prefix(model, retain.tokens, self.first, through=self.layer)
                 reference = pre_retain
                 for offset, overrides in enumerate(self.reference_overrides):
-                    block = model.blocks[self.first + offset]
-                    reference = torch.func.functional_call(block, overrides, (reference,))
+                    reference = backend.run_block_with(model, self.first + offset, overrides, reference)
             with self._perturbed(perturbation):
-                inputs.forget_resid = model(
-                    pre_forget, start_at_layer=self.first, stop_at_layer=self.layer + 1
-                )
-            inputs.retain_resid = model(pre_retain, start_at_layer=self.first, stop_at_layer=self.layer + 1)
+                inputs.forget_resid = backend.run_blocks(model, pre_forget, self.first, self.layer + 1)
+            inputs.retain_resid = backend.run_blocks(model, pre_retain, self.first, self.layer + 1)
             inputs.retain_resid_ref = reference
         else:
             with self._perturbed(perturbation):
@@ -237,7 +222,7 @@ class Trainer:
         """The method's loss terms at the current weights, and the total (plus its regulariser)."""
         losses = self.objective.loss(self._inputs(forget, retain, perturbation))
         total = losses["loss"]
-        penalty = self.objective.regularize(dict(self.params), self.initial)
+        penalty = self.objective.regularize(self.views(dict(self.params)), self.views(self.initial))
         if penalty is not None:
             total = total + penalty
             losses["regularizer"] = penalty
@@ -315,7 +300,7 @@ class Trainer:
                 self.scheduler.step()
                 for stage in self.stages:
                     stage.after_step(self)
-                self.objective.after_step(self.params, self.initial)
+                self.objective.after_step(self.views(dict(self.params)), self.views(self.initial))
                 self.step += 1
                 record = {
                     "step": self.step,

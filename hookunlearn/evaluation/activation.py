@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from hookunlearn.activations import activations_at_span_end, cache_hooks, tokenize_batch
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, load_texts
 from hookunlearn.entities import EntityPrompt, parse_entity_prompts
 from hookunlearn.errors import HookunlearnError
@@ -99,7 +99,7 @@ def _hook(config: ProbeConfig, context: EvalContext) -> str:
     )
 
 
-def _acts(model: HookedTransformer, prompts: list[EntityPrompt], hook: str, batch_size: int) -> Tensor:
+def _acts(model: LanguageModel, prompts: list[EntityPrompt], hook: str, batch_size: int) -> Tensor:
     return activations_at_span_end(
         model,
         [p.prompt for p in prompts],
@@ -111,7 +111,7 @@ def _acts(model: HookedTransformer, prompts: list[EntityPrompt], hook: str, batc
 
 @torch.no_grad()
 def _mean_latent_activity(
-    model: HookedTransformer,
+    model: LanguageModel,
     texts: list[str],
     hook: str,
     sae: Any,
@@ -139,7 +139,7 @@ class ProbeSuite(Suite):
     Config = ProbeConfig
     reusable_from_report = False  # the result depends on the base model and the subspace too
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         hook = _hook(config, context)
         prompts = parse_entity_prompts(

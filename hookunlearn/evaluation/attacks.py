@@ -47,8 +47,8 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.mc import (
@@ -180,7 +180,7 @@ class WrappedQuestions:
 
 
 def wrap_questions(
-    model: HookedTransformer,
+    model: LanguageModel,
     questions: Sequence[MCQuestion],
     wrapper: Wrapper,
     *,
@@ -223,7 +223,7 @@ def wrap_questions(
 
 
 def _longest_row(
-    model: HookedTransformer, question: MCQuestion, protocol: Protocol, description: str, prefix: list[int]
+    model: LanguageModel, question: MCQuestion, protocol: Protocol, description: str, prefix: list[int]
 ) -> int:
     """Tokens of the longest (context + continuation) row `evaluate_mc` will score for the question."""
     if protocol == "letter":
@@ -294,7 +294,7 @@ class JailbreakSuite(Suite):
         return f"jailbreak_{data_name(self.config.data)}"
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         config: JailbreakConfig = self.config
         records = load_records(config.data)
@@ -392,7 +392,7 @@ def _log_jailbreak_samples(
 
 @dataclass
 class RelearnResult:
-    model: HookedTransformer
+    model: LanguageModel
     """The fine-tuned copy (the model passed in is unchanged)."""
     losses: list[float]
     """Training loss of each step (mean NLL of the tokens the loss reads), before its update."""
@@ -403,7 +403,7 @@ class RelearnResult:
 
 
 def relearn(
-    model: HookedTransformer,
+    model: LanguageModel,
     texts: Sequence[str],
     steps: int = 20,
     lr: float = 1e-4,
@@ -469,7 +469,7 @@ def relearn(
 
 
 @torch.no_grad()
-def _mean_loss(model: HookedTransformer, data: TokenData, batch_size: int) -> float:
+def _mean_loss(model: LanguageModel, data: TokenData, batch_size: int) -> float:
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
         batch = data.batch(torch.arange(start, min(start + batch_size, len(data))))
@@ -480,7 +480,7 @@ def _mean_loss(model: HookedTransformer, data: TokenData, batch_size: int) -> fl
 
 
 def _relearn_tokens(
-    model: HookedTransformer, texts: Sequence[str], prompts: Sequence[str] | None
+    model: LanguageModel, texts: Sequence[str], prompts: Sequence[str] | None
 ) -> TokenData:
     if prompts is None:
         return tokenize_texts(model, texts)
@@ -573,7 +573,7 @@ class RelearnSuite(Suite):
         return f"relearn_{data_name(self.config.data)}"
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         config: RelearnConfig = self.config
         items = parse_qa(load_records(config.data), config.data)
@@ -589,7 +589,7 @@ class RelearnSuite(Suite):
         eval_items = [items[rows[i]] for i in eval_part]
         batch_size = config.batch_size or context.batch_size
 
-        def recall(target: HookedTransformer, part: list[QAItem]) -> tuple[float, float]:
+        def recall(target: LanguageModel, part: list[QAItem]) -> tuple[float, float]:
             result = evaluate_qa(target, part, batch_size=batch_size)
             return result.recall[config.forget_split], result.mean_answer_prob[config.forget_split]
 
@@ -669,7 +669,7 @@ class RelearnMCSuite(Suite):
         return f"relearn_{data_name(self.config.data)}"
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         config: RelearnMCConfig = self.config
         column = config.group_column
@@ -700,7 +700,7 @@ class RelearnMCSuite(Suite):
         questions = parse_questions(eval_records, config.data)
         batch_size = config.batch_size or context.batch_size
 
-        def accuracy(target: HookedTransformer) -> float:
+        def accuracy(target: LanguageModel) -> float:
             return evaluate_mc(target, questions, protocol=config.protocol, batch_size=batch_size).accuracy
 
         before = accuracy(model)

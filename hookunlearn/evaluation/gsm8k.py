@@ -29,8 +29,9 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, TransformerLensKeyValueCache
+from transformer_lens import TransformerLensKeyValueCache
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import bos_prefix, encode
@@ -177,7 +178,7 @@ def _left_pad(
 
 
 def _next_logits(
-    model: HookedTransformer,
+    model: LanguageModel,
     tokens: Int[Tensor, "batch pos"],
     mask: Int[Tensor, "batch pos"],
     cache: TransformerLensKeyValueCache,
@@ -187,7 +188,7 @@ def _next_logits(
     return logits[:, -1, :]
 
 
-def _hit_stop(model: HookedTransformer, generated: list[int], stop_sequences: Sequence[str]) -> bool:
+def _hit_stop(model: LanguageModel, generated: list[int], stop_sequences: Sequence[str]) -> bool:
     # Decode only the tail each step (stop strings are short); confirm on the whole text.
     assert model.tokenizer is not None
     if not stop_sequences:
@@ -202,7 +203,7 @@ def _hit_stop(model: HookedTransformer, generated: list[int], stop_sequences: Se
 
 @torch.no_grad()
 def _generate_batch(
-    model: HookedTransformer,
+    model: LanguageModel,
     prompts: Sequence[Sequence[int]],
     max_new_tokens: int,
     stop_sequences: Sequence[str],
@@ -242,7 +243,7 @@ def _generate_batch(
 
 
 def generate_greedy(
-    model: HookedTransformer,
+    model: LanguageModel,
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int,
@@ -355,7 +356,7 @@ class GSM8K(Suite):
         return [render_prompt(p.question, s) for p, s in zip(problems, shots, strict=True)]
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         config = self.config
         budget = model.cfg.n_ctx - config.max_new_tokens

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from transformer_lens import HookedTransformer
-
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.evaluation.suites import EvalContext, Suite, register
 
@@ -121,7 +120,7 @@ class HarnessSuite(Suite):
             )
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         self.check()
         try:

@@ -33,8 +33,8 @@ import torch
 from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.evaluation.scoring import EncodedPair, score_pairs
 
 __all__ = ["HookunlearnLM"]
@@ -52,7 +52,7 @@ class HookunlearnLM(TemplateLM):
 
     def __init__(
         self,
-        model: HookedTransformer | None = None,
+        model: LanguageModel | None = None,
         *,
         pretrained: str | None = None,
         intervention: str | None = None,
@@ -185,7 +185,7 @@ class HookunlearnLM(TemplateLM):
 
 
 @contextlib.contextmanager
-def harness_model(model: HookedTransformer, batch_size: int = 16) -> Iterator[HookunlearnLM]:
+def harness_model(model: LanguageModel, batch_size: int = 16) -> Iterator[HookunlearnLM]:
     """``with harness_model(model) as lm: lm_eval.simple_evaluate(model=lm, ...)``."""
     lm = HookunlearnLM(model, batch_size=batch_size)
     try:

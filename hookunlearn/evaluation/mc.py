@@ -17,8 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from transformer_lens import HookedTransformer
-
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import require_columns
 from hookunlearn.errors import DataError
 from hookunlearn.evaluation.scoring import bos_prefix, encode, encode_pair, score_next_token, score_pairs
@@ -111,7 +110,7 @@ class MCResult:
 
 
 def evaluate_mc(
-    model: HookedTransformer,
+    model: LanguageModel,
     questions: Sequence[MCQuestion],
     *,
     protocol: Protocol = "continuation",
@@ -160,7 +159,7 @@ def mc_request(question: MCQuestion, protocol: Protocol, description: str = "") 
 
 
 def _letter_logliks(
-    model: HookedTransformer,
+    model: LanguageModel,
     questions: Sequence[MCQuestion],
     description: str,
     prefix: list[int],
@@ -185,7 +184,7 @@ def _letter_logliks(
 
 
 def _continuation_logliks(
-    model: HookedTransformer,
+    model: LanguageModel,
     questions: Sequence[MCQuestion],
     prefix: list[int],
     batch_size: int,

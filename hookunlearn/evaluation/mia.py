@@ -37,8 +37,8 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
@@ -76,7 +76,7 @@ def auc(members: list[float], nonmembers: list[float]) -> float:
 
 @torch.no_grad()
 def text_scores(
-    model: HookedTransformer, texts: list[str], *, k: float = 0.2, batch_size: int = 32
+    model: LanguageModel, texts: list[str], *, k: float = 0.2, batch_size: int = 32
 ) -> dict[str, list[float]]:
     """Per text: ``loss`` (mean NLL), ``zlib`` (summed NLL / zlib bytes), ``min_k++``; for all three
     a higher value means "more likely a member" (losses are negated)."""
@@ -141,7 +141,7 @@ class MIASuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"mia_{data_name(self.config.members)}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         members = subset(_filtered(config.members, config.members_where), config.limit, config.seed)
         nonmembers = subset(_filtered(config.nonmembers, config.nonmembers_where), config.limit, config.seed)
@@ -184,7 +184,7 @@ def ks_2samp(a: list[float], b: list[float]) -> tuple[float, float]:
     return d, min(1.0, max(0.0, p))
 
 
-def answer_nll(model: HookedTransformer, records: list[dict[str, Any]], batch_size: int) -> list[float]:
+def answer_nll(model: LanguageModel, records: list[dict[str, Any]], batch_size: int) -> list[float]:
     """Mean token NLL of each row's ``answer`` after its ``prompt`` (lm-eval's pair encoding)."""
     prefix = bos_prefix(model, None)
     pairs = [encode_pair(model, r["prompt"], " " + str(r["answer"]), prefix) for r in records]
@@ -214,7 +214,7 @@ class ForgetQualitySuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"forget_quality_{data_name(self.config.data)}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         if context.oracle is None:
             raise HookunlearnError(
                 "suite forget_quality compares with the oracle: pass --oracle MODEL (a model that never saw "

@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformer_lens import HookedTransformer
-
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import require_columns
 from hookunlearn.errors import DataError
 from hookunlearn.evaluation.scoring import ContinuationScore, bos_prefix, encode_pair, score_pairs
@@ -63,7 +62,7 @@ class QAResult:
 
 
 def evaluate_qa(
-    model: HookedTransformer,
+    model: LanguageModel,
     items: Sequence[QAItem],
     *,
     prepend_bos: bool | None = None,

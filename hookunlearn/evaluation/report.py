@@ -29,6 +29,7 @@ from typing import Any
 
 from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.evaluation.suites import EvalContext, Suite, SuiteResult
 
@@ -144,7 +145,7 @@ def _known_suites() -> set[str]:
 
 
 def run_suites(
-    model: HookedTransformer, suites: Sequence[Suite], context: EvalContext, *, role: str = "model"
+    model: LanguageModel, suites: Sequence[Suite], context: EvalContext, *, role: str = "model"
 ) -> dict[str, SuiteResult]:
     """Each suite's result by instance name; per-item samples (when the context logs them) go to
     ``role``'s files."""
@@ -175,11 +176,11 @@ def _same_suite(result: SuiteResult, suite: Suite) -> bool:
 
 
 def evaluate(
-    model: HookedTransformer,
+    model: LanguageModel,
     suites: Sequence[Suite],
     *,
-    baseline: HookedTransformer | EvalReport | None = None,
-    oracle: HookedTransformer | EvalReport | None = None,
+    baseline: LanguageModel | EvalReport | None = None,
+    oracle: LanguageModel | EvalReport | None = None,
     context: EvalContext | None = None,
     options: Mapping[str, Any] | None = None,
     train_log: list[dict[str, Any]] | None = None,

@@ -49,8 +49,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, load_texts
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.attacks import relearn, split_items
@@ -72,7 +72,7 @@ Target = Literal["mc", "qa"]
 class Split:
     """What an attack trains on (T) and what it is scored on (V)."""
 
-    score: Callable[[HookedTransformer], float]
+    score: Callable[[LanguageModel], float]
     """The target on V: MC accuracy or QA recall."""
     train_texts: list[str]
     """T as training text (MC: the forget corpus rows of T's facts; QA: ``prompt answer``)."""
@@ -105,7 +105,7 @@ def make_split(
         if not texts:
             raise DataError(f"{train_data}: no text for the training facts (matched on 'fact_id').")
 
-        def score_mc(model: HookedTransformer) -> float:
+        def score_mc(model: LanguageModel) -> float:
             return evaluate_mc(model, questions, protocol="continuation", batch_size=batch_size).accuracy
 
         return Split(score_mc, texts, None, len(train_facts), len(questions))
@@ -120,7 +120,7 @@ def make_split(
     train_items = [item for item in items if item.entity in train_people]
     eval_items = [item for item in items if item.entity not in train_people]
 
-    def score_qa(model: HookedTransformer) -> float:
+    def score_qa(model: LanguageModel) -> float:
         return evaluate_qa(model, eval_items, batch_size=batch_size).recall["forget"]
 
     return Split(
@@ -179,8 +179,8 @@ LORA_TARGETS: tuple[str, ...] = ("mlp.W_in", "mlp.W_out", "attn.W_O")
 
 
 def lora_copy(
-    model: HookedTransformer, rank: int, seed: int = 0
-) -> tuple[HookedTransformer, list[nn.Parameter]]:
+    model: LanguageModel, rank: int, seed: int = 0
+) -> tuple[LanguageModel, list[nn.Parameter]]:
     """A deep copy of ``model`` whose `LORA_TARGETS` carry trainable low-rank deltas; returns the
     copy and the LoRA parameters (everything else is frozen)."""
     from torch.nn.utils import parametrize
@@ -204,7 +204,7 @@ def lora_copy(
 
 
 def relearn_lora(
-    model: HookedTransformer,
+    model: LanguageModel,
     texts: Sequence[str],
     steps: int,
     lr: float,
@@ -212,7 +212,7 @@ def relearn_lora(
     seed: int,
     rank: int,
     prompts: Sequence[str] | None = None,
-) -> HookedTransformer:
+) -> LanguageModel:
     """`relearn` with LoRA: only the low-rank factors train."""
     trained, _ = lora_copy(model, rank, seed)
     # `lora_copy` already copied: train that copy in place, its low-rank factors only
@@ -274,7 +274,7 @@ class RTTSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"rtt_{self.config.target}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         split = _split(config, context)
         before = split.score(model)
@@ -358,7 +358,7 @@ class UnrelatedFinetuneSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"finetune_unrelated_{self.config.target}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         split = _split(config, context)
         before = split.score(model)
@@ -383,7 +383,7 @@ class RepairRelearnSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"repair_relearn_{self.config.target}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         split = _split(config, context)
         before = split.score(model)
@@ -431,7 +431,7 @@ class AblationConfig:
 
 
 @torch.no_grad()
-def _residuals(model: HookedTransformer, texts: list[str], hook: str) -> Float[Tensor, "n d_model"]:
+def _residuals(model: LanguageModel, texts: list[str], hook: str) -> Float[Tensor, "n d_model"]:
     from hookunlearn.activations import stop_layer_for
 
     data = tokenize_texts(model, texts)
@@ -444,7 +444,7 @@ def _residuals(model: HookedTransformer, texts: list[str], hook: str) -> Float[T
 
 
 def diff_directions(
-    model: HookedTransformer, base: HookedTransformer, texts: list[str], hook: str, k: int
+    model: LanguageModel, base: LanguageModel, texts: list[str], hook: str, k: int
 ) -> Tensor:
     """The top ``k`` right singular vectors of (model - base) residuals on ``texts`` (token-aligned)."""
     difference = _residuals(model, texts, hook) - _residuals(base, texts, hook)
@@ -453,7 +453,7 @@ def diff_directions(
 
 
 @contextmanager
-def ablated(model: HookedTransformer, hook: str, directions: Tensor) -> Iterator[HookedTransformer]:
+def ablated(model: LanguageModel, hook: str, directions: Tensor) -> Iterator[LanguageModel]:
     """``h - V (V^T h)`` at ``hook`` (``directions``: orthonormal columns, ``d_model x k``)."""
     basis, _ = torch.linalg.qr(directions.float())
 
@@ -478,7 +478,7 @@ class AblationSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"ablation_{self.config.directions}_{self.config.target}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         if config.layer is not None:
             hook = resid_post_hook(config.layer)
@@ -543,7 +543,7 @@ class InContextSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or "in_context_qa"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         config = self.config
         split = make_split("qa", config.data, None, config.fraction, config.seed, context.batch_size)
         assert split.eval_qa is not None and split.train_qa is not None
@@ -587,7 +587,7 @@ class DecodabilityConfig:
 
 @torch.no_grad()
 def _last_token_residuals(
-    model: HookedTransformer, prompts: list[str], batch_size: int = 64
+    model: LanguageModel, prompts: list[str], batch_size: int = 64
 ) -> tuple[dict[int, Tensor], Tensor]:
     """Per layer, the residual after the block at each prompt's last token, and the final one."""
     from hookunlearn.activations import tokenize_batch
@@ -608,7 +608,7 @@ def _last_token_residuals(
     return stacked, stacked[model.cfg.n_layers - 1]
 
 
-def _read(base: HookedTransformer, residual: Tensor) -> Tensor:
+def _read(base: LanguageModel, residual: Tensor) -> Tensor:
     """The base model's own read-out of a final-layer residual: ln_final then the unembedding."""
     with torch.no_grad():
         x = residual.to(base.cfg.device, base.W_U.dtype)[:, None, :]
@@ -627,7 +627,7 @@ class DecodabilitySuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"decodability_{data_name(self.config.data)}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         from hookunlearn.evaluation.scoring import encode
 
         base = context.baseline if context.baseline is not None else model

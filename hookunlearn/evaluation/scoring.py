@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
+
+from hookunlearn.backends.types import LanguageModel
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class ContinuationScore:
     greedy decoding emits up to its first miss); per-item samples decode it."""
 
 
-def bos_prefix(model: HookedTransformer, prepend_bos: bool | None) -> list[int]:
+def bos_prefix(model: LanguageModel, prepend_bos: bool | None) -> list[int]:
     """The BOS token to prepend, following the model's default when ``prepend_bos`` is None."""
     use_bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
     tokenizer = model.tokenizer
@@ -47,14 +48,14 @@ def bos_prefix(model: HookedTransformer, prepend_bos: bool | None) -> list[int]:
     return [int(tokenizer.bos_token_id)]
 
 
-def encode(model: HookedTransformer, text: str) -> list[int]:
+def encode(model: LanguageModel, text: str) -> list[int]:
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def encode_pair(
-    model: HookedTransformer, context: str, continuation: str, prefix: Sequence[int]
+    model: LanguageModel, context: str, continuation: str, prefix: Sequence[int]
 ) -> EncodedPair:
     """Tokenise like lm-evaluation-harness's ``_encode_pair``."""
     n_spaces = len(context) - len(context.rstrip())
@@ -79,7 +80,7 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Int[Tensor, "batch pos"]
 
 
 def _log_probs(
-    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+    model: LanguageModel, tokens: Int[Tensor, "batch pos"]
 ) -> Float[Tensor, "batch pos vocab"]:
     # Right padding needs no attention mask: causal attention never lets a real token see the
     # pads after it, and positions are absolute from the left.
@@ -87,7 +88,7 @@ def _log_probs(
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def _check_length(model: HookedTransformer, length: int) -> None:
+def _check_length(model: LanguageModel, length: int) -> None:
     if length > model.cfg.n_ctx:
         from hookunlearn.errors import DataError
 
@@ -99,7 +100,7 @@ def _check_length(model: HookedTransformer, length: int) -> None:
 
 @torch.no_grad()
 def score_pairs(
-    model: HookedTransformer, pairs: Sequence[EncodedPair], *, batch_size: int = 32
+    model: LanguageModel, pairs: Sequence[EncodedPair], *, batch_size: int = 32
 ) -> list[ContinuationScore]:
     """Score each continuation given its context: one padded row per pair, batched."""
     pad_id = int(model.tokenizer.pad_token_id or 0) if model.tokenizer is not None else 0
@@ -131,7 +132,7 @@ def score_pairs(
 
 @torch.no_grad()
 def score_next_token(
-    model: HookedTransformer,
+    model: LanguageModel,
     contexts: Sequence[Sequence[int]],
     candidates: Sequence[int],
     *,

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.mc import (
@@ -134,7 +134,7 @@ def _description(config: MCConfig, subject: str | None) -> str:
 
 
 def run_mc(
-    model: HookedTransformer, config: MCConfig, context: EvalContext
+    model: LanguageModel, config: MCConfig, context: EvalContext
 ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
     loaded = load_records(config.data)
     positions = subset_indices(len(loaded), config.limit, config.seed)
@@ -212,7 +212,7 @@ class MCSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or data_name(self.config.data)
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         return run_mc(model, self.config, context)
 
 
@@ -239,7 +239,7 @@ class WMDPSuite(Suite):
     def instance_name(self) -> str:
         return self.config.subset
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         topic = WMDP_TOPICS[self.config.subset]
         config = MCConfig(
             data=self.config.data or f"cais/wmdp:{self.config.subset}@test",
@@ -276,7 +276,7 @@ class MMLUSuite(Suite):
     def instance_name(self) -> str:
         return "mmlu" if self.config.subjects == "all" else f"mmlu_{self.config.subjects}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         data = self.config.data or f"cais/mmlu:{self.config.subjects}@test"
         config = MCConfig(
             data=data,
@@ -310,7 +310,7 @@ class QASuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or data_name(self.config.data)
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         loaded = load_records(self.config.data)
         positions = subset_indices(len(loaded), self.config.limit, self.config.seed)
         records = [loaded[i] for i in positions]
@@ -375,7 +375,7 @@ class PerplexitySuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or f"perplexity_{data_name(self.config.data)}"
 
-    def compute(self, model: HookedTransformer, context: EvalContext):
+    def compute(self, model: LanguageModel, context: EvalContext):
         from hookunlearn.tokens import tokenize_texts
 
         loaded = load_records(self.config.data)

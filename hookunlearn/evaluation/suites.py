@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from transformer_lens import HookedTransformer
-
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 
 SAMPLES_FORMAT = 1
@@ -202,7 +201,7 @@ class Suite:
         """How this suite is named in a report (suites with a data spec name it after the data)."""
         return self.name
 
-    def run(self, model: HookedTransformer, context: EvalContext) -> SuiteResult:
+    def run(self, model: LanguageModel, context: EvalContext) -> SuiteResult:
         start = time.perf_counter()
         metrics, n, details = self.compute(model, context)
         return SuiteResult(
@@ -217,7 +216,7 @@ class Suite:
         )
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         raise NotImplementedError
 

@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from transformer_lens import HookedTransformer
-
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.scoring import EncodedPair, bos_prefix, encode_pair, score_pairs
@@ -176,7 +175,7 @@ class _TruthfulQA(Suite):
         return positions, [records[i] for i in positions], [items[i] for i in positions]
 
     def pairs(
-        self, model: HookedTransformer, items: Sequence[TruthfulQAItem]
+        self, model: LanguageModel, items: Sequence[TruthfulQAItem]
     ) -> tuple[list[EncodedPair], int]:
         """One (prompt, ``" " + choice``) pair per choice, fitted to the model's context, and how
         many of them lost context tokens."""
@@ -190,14 +189,14 @@ class _TruthfulQA(Suite):
         return fitted, sum(a != b for a, b in zip(encoded, fitted, strict=True))
 
     def logliks(
-        self, model: HookedTransformer, items: Sequence[TruthfulQAItem], batch_size: int
+        self, model: LanguageModel, items: Sequence[TruthfulQAItem], batch_size: int
     ) -> list[list[float]]:
         """Each item's choices' continuation log-likelihoods."""
         pairs, _ = self.pairs(model, items)
         return _per_item(items, [s.logprob for s in score_pairs(model, pairs, batch_size=batch_size)])
 
     def compute(
-        self, model: HookedTransformer, context: EvalContext
+        self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         positions, records, items = self.selection()
         pairs, n_truncated = self.pairs(model, items)

@@ -19,8 +19,8 @@ import torch
 from jaxtyping import Float
 from sae_lens import SAE
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
 
 
@@ -63,7 +63,7 @@ class ClampIntervention:
         return cls(subspace.hook, subspace.sae["spec"], list(subspace.relevant.latents), config.multiplier)
 
     @contextmanager
-    def applied(self, model: HookedTransformer, sae: SAE | None = None) -> Iterator[HookedTransformer]:
+    def applied(self, model: LanguageModel, sae: SAE | None = None) -> Iterator[LanguageModel]:
         """``with intervention.applied(model): ...`` runs the model with the clamp hook on."""
         from hookunlearn.saes import load_sae
 

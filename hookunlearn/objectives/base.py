@@ -76,7 +76,7 @@ class Objective:
         return None
 
     @torch.no_grad()
-    def after_step(self, params: dict[str, torch.nn.Parameter], initial: dict[str, Tensor]) -> None:
+    def after_step(self, params: dict[str, Tensor], initial: dict[str, Tensor]) -> None:
         """Called after every optimiser step (e.g. to project updates)."""
 
     def state(self) -> dict[str, Tensor]:

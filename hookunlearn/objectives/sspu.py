@@ -72,7 +72,7 @@ class SSPU(Objective):
         return self.config.lam * total
 
     @torch.no_grad()
-    def after_step(self, params: dict[str, torch.nn.Parameter], initial: dict[str, Tensor]) -> None:
+    def after_step(self, params: dict[str, Tensor], initial: dict[str, Tensor]) -> None:
         if self.config.regularizer != "hard":
             return
         for name, param in params.items():

@@ -26,6 +26,8 @@ class BuildConfig:
     """Check against this model spec (default: the selection's)."""
     min_retain_rate: float = 1e-3
     force: bool = False
+    backend: str | None = None
+    """``hooked`` or ``bridge`` (`hookunlearn.backends`); default: the selection's, else ``hooked``."""
 
 
 @dataclass
@@ -51,7 +53,10 @@ def build(config: BuildConfig) -> BuildResult:
         raise HookunlearnError(
             f"{config.selection}: the selection does not say which model it used; pass --model."
         )
-    loaded = load_model(model_spec, device="cpu", processing=selection.options.get("processing"))
+    backend = config.backend or selection.model.get("backend") or "hooked"
+    loaded = load_model(
+        model_spec, device="cpu", processing=selection.options.get("processing"), backend=backend
+    )
     check_compatible(manifest, model=model_info(loaded).to_dict(), source=f"selection {config.selection}")
     sae_spec = config.sae or selection.saes.get(chosen_layer, {}).get("spec")
     if not sae_spec:

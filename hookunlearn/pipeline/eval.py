@@ -48,6 +48,8 @@ class EvalConfig:
     batch_size: int = 32
     intervention: str | None = None
     """An intervention directory applied to the evaluated model through hooks."""
+    backend: str = "hooked"
+    """``hooked`` or ``bridge`` (`hookunlearn.backends`) for the model, the baseline and the oracle."""
     log_samples: bool = False
     """Also write one JSON record per evaluated item to ``out/samples/<role>/<suite>.jsonl``
     (role: ``model``, ``baseline``, ``oracle``); needs ``out``."""
@@ -172,12 +174,16 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             return None
         if _is_report(spec):
             return read_report(spec)
-        return load_model(spec, device=config.device, dtype=config.dtype, processing=processing)
+        return load_model(
+            spec, device=config.device, dtype=config.dtype, processing=processing, backend=config.backend
+        )
 
     oracle_spec = resolve_oracle(config)
     base_arg = reference(config.baseline)
     oracle_arg = reference(oracle_spec)
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype, processing=processing)
+    loaded = load_model(
+        config.model, device=config.device, dtype=config.dtype, processing=processing, backend=config.backend
+    )
     context = EvalContext(batch_size=config.batch_size, progress=progress)
     if loaded_subspace is not None:
         from hookunlearn.saes import load_sae

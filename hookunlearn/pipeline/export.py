@@ -27,6 +27,8 @@ class ExportConfig:
     model one (``default_prepend_bos``), ``add``, or ``keep`` the tokenizer as it is."""
     report: str | None = None
     """An eval report (``report.json`` or its directory) whose numbers the model card lists."""
+    backend: str = "hooked"
+    """``hooked`` or ``bridge`` (`hookunlearn.backends`): which model class loads the model to export."""
 
     def __post_init__(self) -> None:
         if self.bos not in BOS_CHOICES:
@@ -83,7 +85,7 @@ def export(config: ExportConfig) -> Any:
             raise HookunlearnError(
                 f"{config.source} is a {manifest.kind!r} directory; export needs a model or an unlearn run."
             )
-    model = load_model(str(path), device="cpu", processing=config.processing)
+    model = load_model(str(path), device="cpu", processing=config.processing, backend=config.backend)
     return export_model(
         model,
         config.out,

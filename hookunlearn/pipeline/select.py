@@ -42,6 +42,8 @@ class SelectConfig:
     top_contexts: int = 8
     """Top-activating contexts kept per latent for ``latents.json`` and ``report.html`` (0: none)."""
     force: bool = False
+    backend: str = "hooked"
+    """``hooked`` or ``bridge`` (`hookunlearn.backends`): which TransformerLens model class runs the model."""
 
 
 @dataclass
@@ -83,7 +85,13 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     check_objective(config.objective)
-    loaded = load_model(config.model, device=config.device, dtype=config.dtype, processing=config.processing)
+    loaded = load_model(
+        config.model,
+        device=config.device,
+        dtype=config.dtype,
+        processing=config.processing,
+        backend=config.backend,
+    )
     sae_specs = candidate_saes(config)
     saes = [load_sae(spec, loaded) for spec in sae_specs]
     check_active_recipe(model=loaded)

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 from sae_lens import SAE
-from transformer_lens import HookedTransformer
 
+from hookunlearn.backends import backend_of, check_backend
+from hookunlearn.backends.types import LanguageModel
 from hookunlearn.entities import EntityPrompt
 from hookunlearn.errors import HookunlearnError
 from hookunlearn.hooks import resid_post_hook, trainer_layer
@@ -73,7 +74,7 @@ def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
 
 
 def _side(
-    model: HookedTransformer,
+    model: LanguageModel,
     spec: MethodSpec,
     side: str,
     texts: Sequence[str] | None,
@@ -108,7 +109,7 @@ def _side(
 
 
 def unlearn_model(
-    model: HookedTransformer,
+    model: LanguageModel,
     method: str,
     *,
     subspace: Subspace | None = None,
@@ -217,7 +218,7 @@ def unlearn_model(
             (current_value.detach().cpu() - initial[name].cpu()).norm()
             / initial[name].norm().clamp(min=1e-12)
         )
-        for name, current_value in model.state_dict().items()
+        for name, current_value in backend_of(model).state_dict(model).items()
         if name in initial
     }
     return UnlearnResult(
@@ -268,6 +269,8 @@ class UnlearnConfig:
     device: str = "auto"
     dtype: str = "float32"
     force: bool = False
+    backend: str | None = None
+    """``hooked`` or ``bridge`` (`hookunlearn.backends`); default: the subspace's, else ``hooked``."""
 
 
 @dataclass
@@ -333,6 +336,8 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     from hookunlearn.saes import load_sae
 
     check_method(config.method)
+    if config.backend is not None:
+        check_backend(config.backend)
     out = Path(config.out)
     check_can_write(out, force=config.force)
     from hookunlearn.interventions import INTERVENTIONS, get_intervention
@@ -345,7 +350,7 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         )
     else:
         method_config(config.method, config.options)
-    from hookunlearn.robust import check_stages
+    from hookunlearn.robust import check_stage_backend, check_stages
 
     if config.stages and config.method in INTERVENTIONS:
         raise HookunlearnError(
@@ -362,7 +367,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     # the subspace's SAE was checked against a model loaded with this processing: load the same way
     recorded = subspace.model.get("processing") if subspace is not None else None
     processing = WeightProcessing.parse(recorded) if recorded else None
-    model = load_model(spec, device=config.device, dtype=config.dtype, processing=processing)
+    backend = config.backend or (subspace.model.get("backend") if subspace is not None else None) or "hooked"
+    check_stage_backend(refs, backend)
+    model = load_model(spec, device=config.device, dtype=config.dtype, processing=processing, backend=backend)
     if manifest_in is not None:
         check_compatible(manifest_in, model=model_info(model).to_dict(), source=f"subspace {config.subspace}")
     sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None
@@ -460,7 +467,7 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
             metadata=metadata,
             force=True,
             # the base model = the edited one with its trained parameters at their initial values
-            reference={**model.state_dict(), **result.initial},
+            reference={**backend_of(model).state_dict(model), **result.initial},
         )
     manifest = Manifest(
         kind="unlearned",

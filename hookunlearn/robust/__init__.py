@@ -40,13 +40,15 @@ class StageSpec:
     paper: str
     computes_gradient: bool = False
     """It computes the step's gradient itself (at most one such stage per pipeline)."""
+    hooked_only: bool = False
+    """It needs a `HookedTransformer` (TransformerLens parameter layout or a copy of the model)."""
 
 
 STAGES: dict[str, StageSpec] = {spec.name: spec for spec in (
     StageSpec("sam", "hookunlearn.robust.sam", "trainer", "sharpness-aware unlearning: the forget loss at the worst nearby weights", "Fan et al. 2025, arXiv 2502.05374", computes_gradient=True),
     StageSpec("lat", "hookunlearn.robust.lat", "trainer", "latent adversarial unlearning: forget under a PGD adversary on the residual stream (optionally inside span(U_rel))", "Sheshadri et al. 2024, arXiv 2407.15549"),
-    StageSpec("cir", "hookunlearn.robust.cir", "trainer", "remove the principal directions forget activations share with general text from each update", "Sondej & Yang 2025, arXiv 2509.11816", computes_gradient=True),
-    StageSpec("distill", "hookunlearn.robust.distill", "after", "UNDO: distil the unlearned model into a shrink-and-perturb copy of itself", "Lee et al. 2025, arXiv 2506.06278"),
+    StageSpec("cir", "hookunlearn.robust.cir", "trainer", "remove the principal directions forget activations share with general text from each update", "Sondej & Yang 2025, arXiv 2509.11816", computes_gradient=True, hooked_only=True),
+    StageSpec("distill", "hookunlearn.robust.distill", "after", "UNDO: distil the unlearned model into a shrink-and-perturb copy of itself", "Lee et al. 2025, arXiv 2506.06278", hooked_only=True),
 )}  # fmt: skip
 """Every robustness stage, by name (one line each)."""
 
@@ -84,6 +86,16 @@ def parse_stage(text: str) -> StageRef:
     stage_spec(name)
     options = dict(parse_option(item) for item in rest.split(",") if item.strip())
     return StageRef(name, options)
+
+
+def check_stage_backend(refs: Iterable[StageRef], backend: str) -> None:
+    """Refuse, before any loading, a stage that needs a `HookedTransformer` on another backend."""
+    for ref in refs:
+        if ref.spec.hooked_only and backend != "hooked":
+            raise HookunlearnError(
+                f"--stage {ref.name}: it needs the hooked backend (a HookedTransformer), but the backend is "
+                f"{backend!r}; drop the stage or use --backend hooked."
+            )
 
 
 def check_stages(stages: Iterable[StageRef | str]) -> tuple[StageRef, ...]:
@@ -155,6 +167,7 @@ __all__ = [
     "STAGES",
     "StageRef",
     "StageSpec",
+    "check_stage_backend",
     "check_stage_inputs",
     "check_stages",
     "get_stage",
