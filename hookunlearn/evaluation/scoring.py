@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from hookunlearn.backends.types import LanguageModel
 
@@ -54,9 +57,7 @@ def encode(model: LanguageModel, text: str) -> list[int]:
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def encode_pair(
-    model: LanguageModel, context: str, continuation: str, prefix: Sequence[int]
-) -> EncodedPair:
+def encode_pair(model: LanguageModel, context: str, continuation: str, prefix: Sequence[int]) -> EncodedPair:
     """Tokenise like lm-evaluation-harness's ``_encode_pair``."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
@@ -79,13 +80,48 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Int[Tensor, "batch pos"]
     return out
 
 
-def _log_probs(
-    model: LanguageModel, tokens: Int[Tensor, "batch pos"]
-) -> Float[Tensor, "batch pos vocab"]:
-    # Right padding needs no attention mask: causal attention never lets a real token see the
-    # pads after it, and positions are absolute from the left.
-    logits = model(tokens.to(model.cfg.device), return_type="logits")
+def _tail(model: LanguageModel, residual: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+    """Log-softmax of the logits from final residuals, as `HookedTransformer.forward` computes
+    them after its last block: final norm, unembedding, Gemma-2's logit soft cap."""
+    picked = residual[:, None]  # [n, 1, d_model]: the components expect a position axis
+    if model.cfg.normalization_type is not None:
+        picked = model.ln_final(picked)
+    logits = apply_softcap(model.unembed(picked)[:, 0], model.cfg.output_logits_soft_cap)
     return torch.log_softmax(logits.float(), dim=-1)
+
+
+def log_probs_at(
+    model: LanguageModel,
+    tokens: Int[Tensor, "batch pos"],
+    rows: Int[Tensor, " n"],
+    positions: Int[Tensor, " n"],
+) -> Float[Tensor, "n vocab"]:
+    """Log-softmax of the model's logits at ``(rows[i], positions[i])`` only.
+
+    The blocks run on the whole batch (hooks fire as in ``model(tokens)``); the final norm, the
+    unembedding and the soft cap run on the picked positions only (`_tail`), so the values equal
+    the full forward's there while the ``[batch, pos, d_vocab]`` tensor is never built (at a 256k
+    vocabulary it dominates)."""
+    residual = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
+    device = residual.device
+    return _tail(model, residual[rows.to(device), positions.to(device)])
+
+
+def _by_length(rows: Sequence[Sequence[int]], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
+    """Batches of row indices, longest rows first, of at most ``batch_size`` rows; a batch is
+    closed early when adding a row would make more than ``max_padding`` of it padding."""
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        if current is not None and len(current) < batch_size:
+            width = len(rows[current[0]])
+            real = sum(len(rows[j]) for j in current) + len(rows[i])
+            if width == 0 or 1 - real / (width * (len(current) + 1)) <= max_padding:
+                current.append(i)
+                continue
+        batches.append([i])
+    return batches
 
 
 def _check_length(model: LanguageModel, length: int) -> None:
@@ -98,36 +134,151 @@ def _check_length(model: LanguageModel, length: int) -> None:
         )
 
 
+def _score(pair: EncodedPair, log_probs: Float[Tensor, "n_cont vocab"]) -> ContinuationScore:
+    """A pair's score from the log-probabilities at the positions predicting its continuation."""
+    targets = torch.tensor(pair.continuation, dtype=torch.long)
+    token_lp = log_probs[torch.arange(len(targets)), targets]
+    top = log_probs.argmax(dim=-1)
+    return ContinuationScore(
+        float(token_lp.sum()),
+        bool((top == targets).all()),
+        len(targets),
+        float(token_lp[0].exp()),
+        tuple(top.tolist()),
+    )
+
+
+def _score_rows(
+    model: LanguageModel,
+    pairs: Sequence[EncodedPair],
+    indices: Sequence[int],
+    batch_size: int,
+    pad_id: int,
+    scores: list[ContinuationScore | None],
+) -> None:
+    """One padded row per pair (context + continuation), rows of similar length together."""
+    rows = [list(pairs[i].context) + list(pairs[i].continuation) for i in indices]
+    for batch in _by_length(rows, batch_size):
+        # logits at position t predict token t+1
+        where = [
+            (j, t)
+            for j, b in enumerate(batch)
+            for t in range(len(pairs[indices[b]].context) - 1, len(rows[b]) - 1)
+        ]
+        log_probs = log_probs_at(
+            model,
+            _pad([rows[b] for b in batch], pad_id),
+            torch.tensor([j for j, _ in where], dtype=torch.long),
+            torch.tensor([t for _, t in where], dtype=torch.long),
+        ).cpu()
+        offset = 0
+        for b in batch:
+            pair = pairs[indices[b]]
+            scores[indices[b]] = _score(pair, log_probs[offset : offset + len(pair.continuation)])
+            offset += len(pair.continuation)
+
+
+def _rows_of(cache: TransformerLensKeyValueCache, rows: Int[Tensor, " n"]) -> TransformerLensKeyValueCache:
+    """A frozen cache whose batch row ``j`` is ``cache``'s row ``rows[j]`` (one per continuation)."""
+    entries = [
+        TransformerLensKeyValueCacheEntry(entry.past_keys[rows], entry.past_values[rows], frozen=True)
+        for entry in cache.entries
+    ]
+    return TransformerLensKeyValueCache(entries, cache.previous_attention_mask[rows], frozen=True)
+
+
+def _score_shared(
+    model: LanguageModel,
+    pairs: Sequence[EncodedPair],
+    groups: Sequence[Sequence[int]],
+    batch_size: int,
+    pad_id: int,
+    scores: list[ContinuationScore | None],
+) -> None:
+    """Pairs that share a context (MC choices): each context runs once, into a key-value cache
+    that is then frozen, and each round of continuations runs on top of it (the harness runs the
+    context again for every choice). Contexts of equal length are batched, so the cache has no
+    padding; all their continuations then run in one forward on copies of their context's cache
+    row, right-padded, which causal attention makes harmless."""
+    device = model.cfg.device
+    by_length: dict[int, list[Sequence[int]]] = {}
+    for group in groups:
+        by_length.setdefault(len(pairs[group[0]].context), []).append(group)
+    for length, same in by_length.items():
+        for start in range(0, len(same), batch_size):
+            chunk = same[start : start + batch_size]
+            contexts = torch.tensor(
+                [pairs[group[0]].context for group in chunk], dtype=torch.long, device=device
+            )
+            cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(chunk))
+            ones = torch.ones_like(contexts)
+            residual = model(
+                contexts, past_kv_cache=cache, attention_mask=ones, stop_at_layer=model.cfg.n_layers
+            )
+            first = _tail(model, residual[:, -1]).cpu()  # predicts every continuation's first token
+            cache.freeze()
+            # the chunk's continuations on copies of their context's cache row, similar lengths together
+            members = [(b, i) for b, group in enumerate(chunk) for i in group]
+            inputs = [list(pairs[i].continuation[:-1]) for _, i in members]
+            later: dict[int, Tensor] = {}
+            for batch in _by_length(inputs, 4 * batch_size):
+                width = len(inputs[batch[0]])
+                if not width:
+                    break  # the rest are single-token continuations: the context predicted them
+                owners = torch.tensor([members[m][0] for m in batch], dtype=torch.long, device=device)
+                tokens = _pad([inputs[m] + [pad_id] * (width - len(inputs[m])) for m in batch], pad_id).to(
+                    device
+                )
+                where = [(j, t) for j, m in enumerate(batch) for t in range(len(inputs[m]))]
+                out = model(
+                    tokens,
+                    past_kv_cache=_rows_of(cache, owners),
+                    attention_mask=torch.ones_like(tokens),
+                    stop_at_layer=model.cfg.n_layers,
+                )
+                log_probs = _tail(model, out[[j for j, _ in where], [t for _, t in where]]).cpu()
+                offset = 0
+                for m in batch:
+                    later[m] = log_probs[offset : offset + len(inputs[m])]
+                    offset += len(inputs[m])
+            for m, (b, i) in enumerate(members):
+                scores[i] = _score(pairs[i], torch.cat([first[b : b + 1], later.get(m, first[:0])]))
+            del cache
+        del length
+
+
 @torch.no_grad()
 def score_pairs(
-    model: LanguageModel, pairs: Sequence[EncodedPair], *, batch_size: int = 32
+    model: LanguageModel,
+    pairs: Sequence[EncodedPair],
+    *,
+    batch_size: int = 32,
+    share_contexts: bool = True,
 ) -> list[ContinuationScore]:
-    """Score each continuation given its context: one padded row per pair, batched."""
+    """Score each continuation given its context, batched, with logits only at the continuation's
+    positions. Pairs whose context is shared by another pair run that context once (a frozen
+    key-value cache, `_score_shared`); the others one padded row per pair. Both give the plain
+    forward's log-probabilities up to float round-off (tests pin it per architecture)."""
     pad_id = int(model.tokenizer.pad_token_id or 0) if model.tokenizer is not None else 0
-    scores: list[ContinuationScore] = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
-        rows = [list(p.context) + list(p.continuation) for p in chunk]
-        for row in rows:
-            _check_length(model, len(row))
-        log_probs = _log_probs(model, _pad(rows, pad_id)).cpu()
-        for i, pair in enumerate(chunk):
-            n_ctx, n_cont = len(pair.context), len(pair.continuation)
-            if n_cont == 0:
-                scores.append(ContinuationScore(0.0, True, 0, 1.0))
-                continue
-            # logits at position t predict token t+1
-            positions = torch.arange(n_ctx - 1, n_ctx - 1 + n_cont)
-            targets = torch.tensor(pair.continuation, dtype=torch.long)
-            token_lp = log_probs[i, positions, targets]
-            top = log_probs[i, positions].argmax(dim=-1)
-            greedy = bool((top == targets).all())
-            scores.append(
-                ContinuationScore(
-                    float(token_lp.sum()), greedy, n_cont, float(token_lp[0].exp()), tuple(top.tolist())
-                )
-            )
-    return scores
+    for pair in pairs:
+        _check_length(model, len(pair.context) + len(pair.continuation))
+    scores: list[ContinuationScore | None] = [
+        None if pair.continuation else ContinuationScore(0.0, True, 0, 1.0) for pair in pairs
+    ]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        if pair.continuation:
+            groups.setdefault(pair.context, []).append(i)
+    shared = [
+        group for group in groups.values() if share_contexts and len(group) > 1 and pairs[group[0]].context
+    ]
+    in_shared = {i for group in shared for i in group}
+    if shared:
+        _score_shared(model, pairs, shared, batch_size, pad_id, scores)
+    rest = [i for i, score in enumerate(scores) if score is None and i not in in_shared]
+    if rest:
+        _score_rows(model, pairs, rest, batch_size, pad_id, scores)
+    return [score for score in scores if score is not None]
 
 
 @torch.no_grad()
@@ -140,13 +291,13 @@ def score_next_token(
 ) -> Float[Tensor, "n_contexts n_candidates"]:
     """Log-probabilities of single-token candidates after each context: one forward per context."""
     pad_id = int(model.tokenizer.pad_token_id or 0) if model.tokenizer is not None else 0
-    out = []
+    for row in contexts:
+        _check_length(model, len(row))
     candidate_ids = torch.tensor(list(candidates), dtype=torch.long)
-    for start in range(0, len(contexts), batch_size):
-        chunk = contexts[start : start + batch_size]
-        for row in chunk:
-            _check_length(model, len(row))
-        log_probs = _log_probs(model, _pad(chunk, pad_id)).cpu()
-        last = torch.tensor([len(row) - 1 for row in chunk])
-        out.append(log_probs[torch.arange(len(chunk)), last][:, candidate_ids])
-    return torch.cat(out) if out else torch.zeros(0, len(candidates))
+    out = torch.zeros(len(contexts), len(candidate_ids))
+    for batch in _by_length(contexts, batch_size):
+        chunk = [contexts[i] for i in batch]
+        last = torch.tensor([len(row) - 1 for row in chunk], dtype=torch.long)
+        log_probs = log_probs_at(model, _pad(chunk, pad_id), torch.arange(len(chunk)), last).cpu()
+        out[torch.tensor(batch, dtype=torch.long)] = log_probs[:, candidate_ids]
+    return out
