@@ -392,26 +392,56 @@ def run_blocks(
 
 
 def block_overrides(model: TransformerBridge, index: int, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The entries of ``tensors`` (HF names) that belong to block ``index``, named inside it."""
+    """The entries of ``tensors`` (HF names) that belong to block ``index``."""
     parameters = _parameters_by_hf_name(model)
-    inside = {id(param): name for name, param in model.blocks[index].named_parameters()}
-    out = {}
-    for name, value in tensors.items():
-        param = parameters.get(name)
-        if param is not None and id(param) in inside:
-            out[inside[id(param)]] = value
-    return out
+    inside = {id(param) for param in model.blocks[index].parameters()}
+    return {
+        name: value
+        for name, value in tensors.items()
+        if name in parameters and id(parameters[name]) in inside
+    }
 
 
+@torch.no_grad()
 def run_block_with(
     model: TransformerBridge,
     index: int,
     overrides: Mapping[str, Tensor],
     resid: Float[Tensor, "batch pos d_model"],
 ) -> Float[Tensor, "batch pos d_model"]:
-    """Block ``index`` on ``resid`` with ``overrides`` (from `block_overrides`) in place of its tensors."""
-    rest, named = _inputs_for(model, (int(resid.shape[0]), int(resid.shape[1])), index)
-    return _hidden(torch.func.functional_call(model.blocks[index], dict(overrides), (resid, *rest), named))
+    """Block ``index`` on ``resid`` with ``overrides`` (from `block_overrides`) in place of its
+    tensors, without grad (the frozen reference). The tensors' storage is swapped and restored:
+    `torch.func.functional_call` on a bridge block leaves its components computing with
+    non-trainable copies afterwards (measured: no gradient reached the parameters)."""
+    parameters = _parameters_by_hf_name(model)
+    saved = {name: parameters[name].data for name in overrides}
+    try:
+        for name, value in overrides.items():
+            parameters[name].data = value
+        rest, named = _inputs_for(model, (int(resid.shape[0]), int(resid.shape[1])), index)
+        return _hidden(model.blocks[index](resid, *rest, **named))
+    finally:
+        for name, value in saved.items():
+            parameters[name].data = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation: log-probs at chosen positions
+# ---------------------------------------------------------------------------------------------
+
+
+def log_probs_at(
+    model: TransformerBridge,
+    tokens: Int[Tensor, "batch pos"],
+    rows: Int[Tensor, " n"],
+    positions: Int[Tensor, " n"],
+) -> Float[Tensor, "n vocab"]:
+    """Log-softmax of the logits at ``(rows[i], positions[i])``: the full forward, then picked. The
+    HF head can do more than norm + unembedding (Gemma's soft cap, Granite's logit scaling), so the
+    hooked backend's norm-and-unembed-the-picked-rows shortcut is not taken here."""
+    logits = model(tokens.to(model.cfg.device), return_type="logits")
+    device = logits.device
+    return torch.log_softmax(logits[rows.to(device), positions.to(device)].float(), dim=-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +499,7 @@ __all__ = [
     "export_parts",
     "hf_name",
     "load",
+    "log_probs_at",
     "prefix",
     "run_block_with",
     "run_blocks",

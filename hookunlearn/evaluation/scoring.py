@@ -19,6 +19,7 @@ from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 from transformer_lens.utilities.activation_functions import apply_softcap
 
+from hookunlearn.backends import backend_name, backend_of
 from hookunlearn.backends.types import LanguageModel
 
 
@@ -102,6 +103,8 @@ def log_probs_at(
     unembedding and the soft cap run on the picked positions only (`_tail`), so the values equal
     the full forward's there while the ``[batch, pos, d_vocab]`` tensor is never built (at a 256k
     vocabulary it dominates)."""
+    if backend_name(model) != "hooked":  # the bridge's tail is the HF module's own (hookunlearn.backends)
+        return backend_of(model).log_probs_at(model, tokens, rows, positions)
     residual = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
     device = residual.device
     return _tail(model, residual[rows.to(device), positions.to(device)])
@@ -269,6 +272,8 @@ def score_pairs(
     for i, pair in enumerate(pairs):
         if pair.continuation:
             groups.setdefault(pair.context, []).append(i)
+    # a TransformerLens key-value cache: the hooked backend's (the bridge scores every row plainly)
+    share_contexts = share_contexts and backend_name(model) == "hooked"
     shared = [
         group for group in groups.values() if share_contexts and len(group) > 1 and pairs[group[0]].context
     ]
