@@ -422,25 +422,34 @@ def _portable_tokenizer(
     label: str,
 ) -> tuple[bool | None, bool, list[str]]:
     """Make the written tokenizer files portable (`hookunlearn.hf_files`); returns (whether
-    ``tokenizer.json`` prepends BOS, whether the model expects BOS, notes)."""
-    expects = bool(model.cfg.default_prepend_bos) if add_bos is None else add_bos
+    ``tokenizer.json`` prepends BOS, whether hookunlearn feeds the model a BOS, notes).
+
+    ``add_bos`` None (auto): the tokenizer prepends BOS exactly when hookunlearn feeds the model
+    one (``default_prepend_bos`` and a BOS token, as `bos_prefix` decides), adding or removing it
+    in the post-processor; True: it prepends BOS; False: the tokenizer is left as it is."""
+    # as hookunlearn.evaluation.scoring.bos_prefix decides it, for the tokenizer being written
+    expects = (
+        bool(model.cfg.default_prepend_bos) and getattr(model_tokenizer, "bos_token_id", None) is not None
+    )
+    want = expects if add_bos is None else (True if add_bos else None)
     try:
         adds, notes = portable_tokenizer_files(
             directory,
             bos=getattr(model_tokenizer, "bos_token", None),
             bos_id=getattr(model_tokenizer, "bos_token_id", None),
-            add_bos=expects,
+            want_bos=want,
             context_length=_context_length(config),
         )
     except ValueError as exc:
         raise ExportError(
-            f"{label}: hookunlearn feeds this model a BOS token first (default_prepend_bos), but {exc}; "
-            "pass a tokenizer that has one as tokenizer=, or add_bos=False."
+            f"{label}: the tokenizer cannot be made to {'add' if want else 'drop'} BOS ({exc}); pass a "
+            "tokenizer that does as tokenizer=, or keep the tokenizer as it is (add_bos=False, --bos keep)."
         ) from exc
-    if adds and not expects:
+    if adds is not None and adds != expects:
         notes.append(
-            "the tokenizer prepends BOS with its defaults, but hookunlearn evaluates this model without "
-            "it (default_prepend_bos=False): clients using the tokenizer's defaults feed one token more"
+            f"the tokenizer {'prepends' if adds else 'does not prepend'} BOS with its defaults, but hookunlearn "
+            f"feeds this model {'none' if adds else 'one'}: clients using the tokenizer's defaults see "
+            f"{'one token more' if adds else 'one token less'} than hookunlearn's numbers were measured on"
         )
     return adds, expects, notes
 
@@ -746,10 +755,11 @@ def export_model(
             state dict (converted the same way, so for a processed model pass its state dict from
             before the edit to see only the edit), or an HF state dict. Default: source_dir's
             weights, which for a processed model also show every tensor the processing rewrote.
-        add_bos: whether the written tokenizer prepends BOS with its defaults (a post-processor in
-            ``tokenizer.json``). Default: when hookunlearn feeds the model a BOS
-            (``model.cfg.default_prepend_bos``), so every client sees what hookunlearn's numbers
-            were measured on. False leaves the tokenizer as it is.
+        add_bos: whether the written tokenizer prepends BOS with its defaults (its post-processor in
+            ``tokenizer.json``). Default: exactly when hookunlearn feeds the model a BOS
+            (``model.cfg.default_prepend_bos`` and a BOS token), added or removed as needed, so
+            every client sees what hookunlearn's numbers were measured on. True adds it; False
+            leaves the tokenizer as it is (``hookunlearn.json`` says when the two then disagree).
         report: an eval report's JSON (``report.json``) whose metrics the model card lists.
 
     Returns:

@@ -42,6 +42,7 @@ __all__ = [
     "portable_tokenizer_config",
     "portable_tokenizer_files",
     "post_processor_adds",
+    "remove_bos_post_processor",
 ]
 
 TOKENIZER_CLASS_ALIASES: dict[str, str] = {"TokenizersBackend": "PreTrainedTokenizerFast"}
@@ -70,7 +71,11 @@ def _template(bos: str, bos_id: int) -> dict[str, Any]:
     return {
         "type": "TemplateProcessing",
         "single": [_special(bos), {"Sequence": {"id": "A", "type_id": 0}}],
-        "pair": [_special(bos), {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "pair": [
+            _special(bos),
+            {"Sequence": {"id": "A", "type_id": 0}},
+            {"Sequence": {"id": "B", "type_id": 1}},
+        ],
         "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
     }
 
@@ -131,7 +136,9 @@ def add_bos_post_processor(tokenizer_json: Mapping[str, Any], bos: str, bos_id: 
 # ---------------------------------------------------------------------------------------------
 
 
-def portable_tokenizer_config(config: Mapping[str, Any], context_length: int | None) -> tuple[dict[str, Any], list[str]]:
+def portable_tokenizer_config(
+    config: Mapping[str, Any], context_length: int | None
+) -> tuple[dict[str, Any], list[str]]:
     """(``tokenizer_config.json`` that transformers 4 and 5 load the same way, what was changed)."""
     out = dict(config)
     changes: list[str] = []
@@ -151,37 +158,83 @@ def portable_tokenizer_config(config: Mapping[str, Any], context_length: int | N
     return out, changes
 
 
-def portable_tokenizer_files(
-    directory: Path, *, bos: str | None, bos_id: int | None, add_bos: bool, context_length: int | None
-) -> tuple[bool | None, list[str]]:
-    """Rewrite ``directory``'s ``tokenizer_config.json`` (`portable_tokenizer_config`) and, when
-    ``add_bos``, its ``tokenizer.json`` (`add_bos_post_processor`). Returns (whether
-    ``tokenizer.json`` now prepends ``bos``, or None without one; what changed).
+def remove_bos_post_processor(tokenizer_json: Mapping[str, Any], bos: str) -> dict[str, Any]:
+    """``tokenizer_json`` whose post-processor no longer puts ``bos`` first (the inverse of
+    `add_bos_post_processor`); BERT/RoBERTa processors are refused with ValueError."""
+    state = copy.deepcopy(dict(tokenizer_json))
 
-    Raises ValueError when BOS is asked for and cannot be added (no BOS token, a processor that
-    cannot take it)."""
+    def strip(processor: dict[str, Any]) -> dict[str, Any]:
+        kind = processor.get("type")
+        if kind == "Sequence":
+            return {**processor, "processors": [strip(p) for p in processor.get("processors") or []]}
+        if kind == "TemplateProcessing":
+            out = copy.deepcopy(processor)
+            for key in ("single", "pair"):
+                items = out.get(key) or []
+                if items and (items[0].get("SpecialToken") or {}).get("id") == bos:
+                    out[key] = items[1:]
+            return out
+        if kind in ("BertProcessing", "RobertaProcessing"):
+            raise ValueError(f"the tokenizer's {kind} post-processor always adds its own specials")
+        return processor
+
+    if state.get("post_processor"):
+        state["post_processor"] = strip(state["post_processor"])
+    return state
+
+
+def portable_tokenizer_files(
+    directory: Path,
+    *,
+    bos: str | None,
+    bos_id: int | None,
+    want_bos: bool | None,
+    context_length: int | None,
+) -> tuple[bool | None, list[str]]:
+    """Rewrite ``directory``'s ``tokenizer_config.json`` (`portable_tokenizer_config`) and make
+    its ``tokenizer.json`` prepend ``bos`` with its defaults when ``want_bos`` is True
+    (`add_bos_post_processor`), not prepend it when False (`remove_bos_post_processor`), or leave
+    it when None. ``add_bos_token`` in the config follows, for tokenizer classes that rebuild their
+    post-processor from it on load. Returns (whether ``tokenizer.json`` now prepends ``bos``, or
+    None without one; what changed).
+
+    Raises ValueError when BOS is asked for and cannot be added or removed (no BOS token, a
+    processor that cannot take it)."""
     notes: list[str] = []
     tokenizer_json, tokenizer_config = directory / "tokenizer.json", directory / "tokenizer_config.json"
     if tokenizer_config.is_file():
         settings, changes = portable_tokenizer_config(read_json(tokenizer_config), context_length)
+        if (
+            want_bos is not None
+            and tokenizer_json.is_file()
+            and settings.get("add_bos_token") is not want_bos
+        ):
+            settings["add_bos_token"] = want_bos
+            changes.append(f"add_bos_token -> {str(want_bos).lower()}")
         if changes:
-            tokenizer_config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            tokenizer_config.write_text(
+                json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
         notes += [f"tokenizer_config.json: {change}" for change in changes]
     if not tokenizer_json.is_file():
         return None, notes
     state = read_json(tokenizer_json)
     adds = isinstance(bos, str) and post_processor_adds(state, bos)
-    if add_bos and not adds:
+    if want_bos is True and not adds:
         if not isinstance(bos, str) or not isinstance(bos_id, int):
             raise ValueError("the tokenizer defines no bos_token to prepend")
         state = add_bos_post_processor(state, bos, bos_id)
-        tokenizer_json.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        adds = True
         notes.append(
             f"tokenizer.json: a post-processor now prepends BOS {bos!r} (id {bos_id}) with the tokenizer's "
             "defaults; add_special_tokens=False still gives the bare text's tokens"
         )
-    return adds, notes
+    elif want_bos is False and adds and isinstance(bos, str):
+        state = remove_bos_post_processor(state, bos)
+        notes.append(f"tokenizer.json: the post-processor no longer prepends BOS {bos!r}")
+    else:
+        return adds, notes
+    tokenizer_json.write_text(json.dumps(state, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return bool(want_bos), notes
 
 
 # ---------------------------------------------------------------------------------------------

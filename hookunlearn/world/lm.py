@@ -405,7 +405,7 @@ def save_world_lm(
             staging,
             bos=tokenizer.bos_token,
             bos_id=tokenizer.bos_token_id,
-            add_bos=True,
+            want_bos=True,
             context_length=config.n_ctx,
         )
         record = {

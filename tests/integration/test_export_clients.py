@@ -248,7 +248,6 @@ def test_unconditional_clamp_as_the_harness_steered_model(
 ) -> None:
     """Our steer file, read by lm-eval's own `steered` model on the export, clamps what the same
     formula clamps at the clamp's TransformerLens hook: the hookpoint and the value map right."""
-    from hookunlearn.evaluation.harness_lm import HookunlearnLM
     from hookunlearn.interventions.clamp import ClampIntervention
     from hookunlearn.interventions.steered import write_steer_file
     from hookunlearn.saes import load_sae
@@ -282,4 +281,75 @@ def test_unconditional_clamp_as_the_harness_steered_model(
         max(abs(a - b) for ra, rb in zip(theirs, plain, strict=True) for a, b in zip(ra, rb, strict=True))
         > 1e-2
     )
-    del HookunlearnLM
+
+
+def _legacy_world_checkpoint(directory: Path) -> Path:
+    """The world model with the tokenizer files as transformers 5 saved them before exports were
+    portable: no BOS post-processor, the 5.x-only class, local state, the 1e30 length."""
+    import shutil
+
+    from hookunlearn.hf_files import remove_bos_post_processor
+
+    shutil.copytree(world_dir() / "model", directory)
+    state = json.loads((directory / "tokenizer.json").read_text())
+    (directory / "tokenizer.json").write_text(json.dumps(remove_bos_post_processor(state, "<|endoftext|>")))
+    legacy = {
+        "backend": "tokenizers",
+        "bos_token": "<|endoftext|>",
+        "eos_token": "<|endoftext|>",
+        "is_local": True,
+        "local_files_only": True,
+        "model_max_length": 1000000000000000019884624838656,
+        "pad_token": "<|endoftext|>",
+        "tokenizer_class": "TokenizersBackend",
+        "unk_token": "<|endoftext|>",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(legacy))
+    return directory
+
+
+def test_export_makes_a_legacy_tokenizer_portable(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    source = _legacy_world_checkpoint(tmp_path / "legacy")
+    assert AutoTokenizer.from_pretrained(source)("a b")["input_ids"][0] != 0  # no BOS before
+    out = tmp_path / "out"
+    result = export_model(load_model(str(source), device="cpu"), out)
+    assert result.tokenizer_adds_bos is True
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer("a b")["input_ids"] == [0, *tokenizer("a b", add_special_tokens=False)["input_ids"]]
+    settings = json.loads((out / "tokenizer_config.json").read_text())
+    assert settings["tokenizer_class"] == "PreTrainedTokenizerFast" and settings["model_max_length"] == 64
+    assert settings["add_bos_token"] is True and "is_local" not in settings
+
+
+def test_export_bos_follows_the_model_both_ways(tmp_path: Path) -> None:
+    """Qwen2 is fed no BOS: a tokenizer that adds one loses it. A Llama-class tokenizer config
+    with add_bos_token false gains it (and the flag, which that class rebuilds from on load)."""
+    from transformers import AutoTokenizer
+
+    from hookunlearn.hf_files import add_bos_post_processor
+    from tests.fixtures_hf import BOS, make_tiny_checkpoint
+
+    qwen = make_tiny_checkpoint("qwen2", tmp_path / "q-src")
+    state = json.loads((qwen / "tokenizer.json").read_text())
+    bos_id = AutoTokenizer.from_pretrained(qwen).bos_token_id
+    (qwen / "tokenizer.json").write_text(json.dumps(add_bos_post_processor(state, BOS, bos_id)))
+    model = load_model(str(qwen), device="cpu")
+    assert not model.cfg.default_prepend_bos
+    result = export_model(model, tmp_path / "q-out")
+    assert result.tokenizer_adds_bos is False
+    assert AutoTokenizer.from_pretrained(tmp_path / "q-out")("hello")["input_ids"][0] != bos_id
+    kept = export_model(model, tmp_path / "q-keep", add_bos=False)
+    info = json.loads((tmp_path / "q-keep" / EXPORT_INFO_NAME).read_text())
+    assert kept.tokenizer_adds_bos is True and info["tokenizer_bos"]["model_expects_bos"] is False
+    assert any("one token more" in note for note in info["export"]["notes"])
+
+    llama = make_tiny_checkpoint("llama", tmp_path / "l-src")
+    settings = json.loads((llama / "tokenizer_config.json").read_text())
+    (llama / "tokenizer_config.json").write_text(
+        json.dumps({**settings, "tokenizer_class": "LlamaTokenizerFast", "add_bos_token": False})
+    )
+    result = export_model(load_model(str(llama), device="cpu"), tmp_path / "l-out")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "l-out")
+    assert result.tokenizer_adds_bos is True and tokenizer("hello")["input_ids"][0] == tokenizer.bos_token_id

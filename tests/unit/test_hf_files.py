@@ -82,8 +82,8 @@ def test_tokenizer_config_loses_local_state_and_gains_the_context_length() -> No
 def test_portable_tokenizer_files_refuses_bos_without_a_token(tmp_path: Path) -> None:
     (tmp_path / "tokenizer.json").write_text(json.dumps(_tokenizer()))
     with pytest.raises(ValueError, match="no bos_token"):
-        portable_tokenizer_files(tmp_path, bos=None, bos_id=None, add_bos=True, context_length=8)
-    adds, notes = portable_tokenizer_files(tmp_path, bos=BOS, bos_id=0, add_bos=True, context_length=8)
+        portable_tokenizer_files(tmp_path, bos=None, bos_id=None, want_bos=True, context_length=8)
+    adds, notes = portable_tokenizer_files(tmp_path, bos=BOS, bos_id=0, want_bos=True, context_length=8)
     assert adds and any("prepends BOS" in note for note in notes)
 
 
