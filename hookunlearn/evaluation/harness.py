@@ -69,6 +69,22 @@ def _quiet_harness() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+_TASK_MANAGERS: dict[str | None, Any] = {}
+
+
+def _task_manager(include_path: str | None) -> Any:
+    """The harness's `TaskManager` for ``include_path``, built once per process (indexing the
+    harness's task YAMLs takes seconds)."""
+    if include_path not in _TASK_MANAGERS:
+        try:
+            from lm_eval.tasks import TaskManager
+        except ImportError:
+            raise HookunlearnError(f"suite lm_eval needs lm-evaluation-harness; {INSTALL_HINT}.") from None
+        with _quiet_harness():
+            _TASK_MANAGERS[include_path] = TaskManager(include_path=include_path)
+    return _TASK_MANAGERS[include_path]
+
+
 def _metric_name(task: str, key: str) -> str:
     metric, _, filter_name = key.partition(",")
     return f"{task}.{metric}" if filter_name in ("", "none") else f"{task}.{metric}:{filter_name}"
@@ -109,7 +125,8 @@ class HarnessSuite(Suite):
         return self.config.name or self.name
 
     def check(self) -> None:
-        """Errors a user can fix before any model is loaded: no tasks, no include directory."""
+        """Errors a user can fix, raised before any model is loaded (`Suite.check`): no tasks, no
+        include directory, the harness not installed, a task it does not know."""
         if not self.config.tasks:
             raise HookunlearnError(
                 "suite lm_eval: name the tasks, e.g. --suite 'lm_eval:tasks=wmdp_bio|mmlu'."
@@ -118,49 +135,44 @@ class HarnessSuite(Suite):
             raise HookunlearnError(
                 f"suite lm_eval: include_path={self.config.include_path!r} is not a directory of task YAMLs."
             )
+        manager = _task_manager(self.config.include_path)
+        unknown = [task for task in self.config.tasks if task not in manager.all_tasks]
+        if unknown:
+            raise HookunlearnError(
+                f"suite lm_eval: unknown task(s) {', '.join(unknown)}"
+                + (
+                    f" (none in include_path={self.config.include_path!r})"
+                    if self.config.include_path
+                    else ""
+                )
+                + "; list them with `lm_eval --tasks list`, or pass include_path=DIR of task YAMLs."
+            )
 
     def compute(
         self, model: LanguageModel, context: EvalContext
     ) -> tuple[dict[str, float], dict[str, int], dict[str, Any]]:
         self.check()
-        try:
-            import lm_eval
-            from lm_eval.tasks import TaskManager
-        except ImportError:
-            raise HookunlearnError(f"suite lm_eval needs lm-evaluation-harness; {INSTALL_HINT}.") from None
+        import lm_eval
+
         from hookunlearn.evaluation.harness_lm import harness_model
 
         config = self.config
-        with _quiet_harness():
-            # indexing the harness's task YAMLs takes seconds: once per report, per include_path
-            key = f"lm_eval.task_manager:{config.include_path}"
-            if key not in context.cache:
-                context.cache[key] = TaskManager(include_path=config.include_path)
-            manager = context.cache[key]
-            unknown = [task for task in config.tasks if task not in manager.all_tasks]
-            if unknown:
-                raise HookunlearnError(
-                    f"suite lm_eval: unknown task(s) {', '.join(unknown)}"
-                    + (f" (none in include_path={config.include_path!r})" if config.include_path else "")
-                    + "; list them with `lm_eval --tasks list`, or pass include_path=DIR of task YAMLs."
-                )
-            seeds = {} if config.seed is None else {
-                "random_seed": config.seed, "numpy_random_seed": config.seed,
-                "torch_random_seed": config.seed, "fewshot_random_seed": config.seed,
-            }  # fmt: skip
-            context.say(f"lm_eval: {', '.join(config.tasks)}")
-            with harness_model(model, batch_size=config.batch_size) as lm:
-                results = lm_eval.simple_evaluate(
-                    model=lm,
-                    tasks=list(config.tasks),
-                    task_manager=manager,
-                    limit=config.limit,
-                    num_fewshot=config.num_fewshot,
-                    bootstrap_iters=0,
-                    log_samples=True,
-                    verbosity="ERROR",
-                    **seeds,
-                )
+        seeds = {} if config.seed is None else {
+            "random_seed": config.seed, "numpy_random_seed": config.seed,
+            "torch_random_seed": config.seed, "fewshot_random_seed": config.seed,
+        }  # fmt: skip
+        context.say(f"lm_eval: {', '.join(config.tasks)}")
+        with _quiet_harness(), harness_model(model, batch_size=config.batch_size) as lm:
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=list(config.tasks),
+                task_manager=_task_manager(config.include_path),
+                limit=config.limit,
+                num_fewshot=config.num_fewshot,
+                bootstrap_iters=0,
+                log_samples=True,
+                **seeds,
+            )
         if results is None:  # only on non-zero ranks of a distributed harness run
             raise HookunlearnError("suite lm_eval: the harness returned no results.")
         metrics, n, details = _fold(results)
@@ -210,17 +222,16 @@ def write_mc_task(
     ``multiple_choice`` task scoring ``records`` (``question``, ``choices``, ``answer``) exactly as
     hookunlearn's ``mc`` suite does with ``protocol`` (`hookunlearn.evaluation.mc`): the prompt is
     rendered by our own functions into each document, so the two cannot drift. Returns the YAML."""
-    from hookunlearn.evaluation.mc import LETTERS, continuation_context, letter_prompt, parse_questions
+    from hookunlearn.evaluation.mc import LETTERS, mc_request, parse_questions
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     questions = parse_questions(list(records), f"task {name}")
     rows = []
     for index, question in enumerate(questions):
-        if protocol == "letter":
-            prompt, choices = letter_prompt(question, description), list(LETTERS[: len(question.choices)])
-        else:
-            prompt, choices = description + continuation_context(question), list(question.choices)
+        # the mc suite's own request: the description line only in the letter protocol
+        prompt, _ = mc_request(question, protocol, description)
+        choices = list(LETTERS[: len(question.choices)]) if protocol == "letter" else list(question.choices)
         rows.append({"id": index, "prompt": prompt, "choices": choices, "answer": question.answer})
     data = directory / f"{name}.jsonl"
     data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")

@@ -61,9 +61,18 @@ class HookunlearnLM(TemplateLM):
         processing: str = "none",
         batch_size: int | str = 16,
         max_gen_toks: int = DEFAULT_MAX_GEN_TOKS,
-        **_ignored: Any,
+        max_batch_size: int | None = None,
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:  # a misspelt model_args key (interventon=...) must not be dropped silently
+            raise ValueError(
+                f"HookunlearnLM: unknown model_args {', '.join(sorted(unknown))}; it takes pretrained, "
+                "intervention, device, dtype, processing, batch_size, max_gen_toks"
+            )
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise ValueError(f"HookunlearnLM: batch_size={batch_size!r}; give a positive number (no 'auto')")
+        del max_batch_size  # the harness passes it with batch_size; only 'auto' would use it
         self._stack = contextlib.ExitStack()
         if model is None:
             if pretrained is None:
@@ -79,7 +88,7 @@ class HookunlearnLM(TemplateLM):
             raise ValueError("HookunlearnLM needs a model with a tokenizer")
         self.model = model
         self.tokenizer = model.tokenizer
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
+        self.batch_size = int(batch_size)
         self.max_gen_toks = int(max_gen_toks)
 
     def close(self) -> None:
@@ -158,6 +167,11 @@ class HookunlearnLM(TemplateLM):
         for request in requests:
             context, gen_kwargs = request.args
             kwargs = dict(gen_kwargs or {})
+            if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0.0:
+                raise ValueError(
+                    f"HookunlearnLM generates greedily; the task asks for sampling ({kwargs}). Use the "
+                    "harness's hf model on an export for sampled generation."
+                )
             until = kwargs.get("until") or [self.tok_decode([self.eot_token_id])]
             until = [until] if isinstance(until, str) else list(until)
             max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))

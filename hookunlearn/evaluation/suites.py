@@ -201,6 +201,11 @@ class Suite:
         """How this suite is named in a report (suites with a data spec name it after the data)."""
         return self.name
 
+    def check(self) -> None:
+        """Raise `HookunlearnError` for inputs a user can fix that are known before any model is
+        loaded (a missing file, an unknown task); ``eval`` calls it for every suite first, so a
+        bad input never throws away the suites that ran before it. Default: nothing to check."""
+
     def run(self, model: LanguageModel, context: EvalContext) -> SuiteResult:
         start = time.perf_counter()
         metrics, n, details = self.compute(model, context)

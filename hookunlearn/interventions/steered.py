@@ -17,7 +17,8 @@ keeps one direction per hookpoint (a second row for the same hookpoint replaces 
 the ``.pt`` format rather than the CSV, because the CSV's ``sae_lens`` loader indexes the return
 value of ``SAE.from_pretrained``, which SAELens 6 no longer returns as a tuple.
 
-    hookunlearn.interventions.steered.write_steer_file(clamp, sae, "world", "steer.pt", latent=874)
+    # model_type: the export's config.json "model_type" (the world model is "gpt2")
+    hookunlearn.interventions.steered.write_steer_file(clamp, sae, "gpt2", "steer.pt", latent=874)
     lm_eval --model steered --model_args pretrained=EXPORT,steer_path=steer.pt --tasks ...
 """
 

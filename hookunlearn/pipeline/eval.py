@@ -95,6 +95,8 @@ def build_suites(config: EvalConfig) -> list[Suite]:
     shared = {k: v for k, v in (("limit", config.limit), ("seed", config.seed)) if v is not None}
     for item in suites:
         item.with_defaults(**shared)
+    for item in suites:
+        item.check()  # every input a user can fix, before any model is loaded
     return suites
 
 
@@ -115,8 +117,8 @@ def base_model_of(model_spec: str) -> str | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     spec = (metadata.get("inputs") or {}).get("model")
-    if not isinstance(spec, str):
-        return None
+    if not isinstance(spec, str) or spec.startswith("<sha256:"):
+        return None  # none, or a local path the export hashed (hf_files.portable_path)
     # a local path is stored relative to the export (hookunlearn.hf_files.portable_paths)
     relative = Path(model_spec) / spec
     return str(relative.resolve()) if not Path(spec).is_absolute() and relative.exists() else spec

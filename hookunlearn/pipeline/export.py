@@ -59,7 +59,16 @@ def _source_metadata(path: Path) -> dict[str, Any] | None:
 
     if not (path / "hookunlearn.json").is_file():
         return None
-    return dict(read_export_info(path).get("metadata") or {})
+    metadata = dict(read_export_info(path).get("metadata") or {})
+    # local inputs were written relative to the earlier export: make them absolute again, so the
+    # new record writes them relative to itself (hf_files.portable_paths)
+    inputs = dict(metadata.get("inputs") or {})
+    for key, value in inputs.items():
+        if isinstance(value, str) and not Path(value).is_absolute() and (path / value).exists():
+            inputs[key] = str((path / value).resolve())
+    if inputs:
+        metadata["inputs"] = inputs
+    return metadata
 
 
 def export(config: ExportConfig) -> Any:

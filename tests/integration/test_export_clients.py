@@ -353,3 +353,20 @@ def test_export_bos_follows_the_model_both_ways(tmp_path: Path) -> None:
     result = export_model(load_model(str(llama), device="cpu"), tmp_path / "l-out")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "l-out")
     assert result.tokenizer_adds_bos is True and tokenizer("hello")["input_ids"][0] == tokenizer.bos_token_id
+
+
+def test_lm_eval_inputs_are_checked_before_any_model_loads(tmp_path: Path, world_model) -> None:
+    from hookunlearn.errors import HookunlearnError
+    from hookunlearn.evaluation.harness_lm import HookunlearnLM
+    from hookunlearn.pipeline.eval import EvalConfig, build_suites
+
+    with pytest.raises(HookunlearnError, match="unknown task"):
+        build_suites(EvalConfig(suites=(f"lm_eval:tasks=no_such_task,include_path={tmp_path}",)))
+    with pytest.raises(HookunlearnError, match="include_path"):
+        build_suites(EvalConfig(suites=(f"lm_eval:tasks=x,include_path={tmp_path / 'missing'}",)))
+    with pytest.raises(HookunlearnError, match="name the tasks"):
+        build_suites(EvalConfig(suites=("lm_eval",)))
+    with pytest.raises(ValueError, match="unknown model_args interventon"):
+        HookunlearnLM(world_model, interventon="runs/clamp")
+    with pytest.raises(ValueError, match="no 'auto'"):
+        HookunlearnLM(world_model, batch_size="auto")
