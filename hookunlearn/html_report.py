@@ -58,22 +58,43 @@ img.plot{max-width:100%;border:1px solid #eef0f3;margin:6px 0}svg{margin:6px 0;m
 
 
 def write_html_report(
-    run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *, force: bool = False
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    force: bool = False,
+    fallback: bool = False,
 ) -> Path:
     """Render ``run_dir``'s page and write it to ``out`` (default ``run_dir/report.html``),
-    atomically; an existing file is replaced only with ``force``."""
+    atomically; an existing file is replaced only with ``force``.
+
+    With ``fallback`` (what the runners pass: the page must never cost a finished run), a page
+    that cannot be rendered is written as a one-paragraph page naming the error and how to
+    re-render it, instead of raising."""
     target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     if target.exists() and not force:
         raise ArtifactError(
             f"output {target} already exists; pass --force (force=True) to replace it, or choose another --out."
         )
-    page = render_run(run_dir)
+    try:
+        page = render_run(run_dir)
+    except Exception as exc:  # a rendering bug must not discard the run the page describes
+        if not fallback:
+            raise
+        message = html.escape(f"{type(exc).__name__}: {exc}")
+        page = (
+            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>report</title></head><body>"
+            f"<p>hookunlearn could not render this page ({message}). The run's files are complete; "
+            "re-render with <code>hookunlearn report RUN_DIR --force</code> after an update, or report the error.</p>"
+            "</body></html>\n"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(page)
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

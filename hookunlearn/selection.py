@@ -397,7 +397,7 @@ class Selection:
                     json.dumps(self.latents, separators=(",", ":")), encoding="utf-8"
                 )
             (tmp / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-            write_html_report(tmp)
+            write_html_report(tmp, fallback=True)
         return Path(out_dir)
 
     @classmethod

@@ -120,6 +120,8 @@ class HarnessSuite(Suite):
     version = 1
     Config = HarnessConfig
     summary = "lm-evaluation-harness tasks (tasks=A|B, include_path=DIR) scored on the model by the harness"
+    reusable_from_report = False
+    """Its numbers depend on the harness's version and the task YAMLs' content, not only the config."""
 
     def instance_name(self) -> str:
         return self.config.name or self.name

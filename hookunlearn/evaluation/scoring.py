@@ -41,6 +41,17 @@ class ContinuationScore:
     top_tokens: tuple[int, ...] = ()
     """The model's most likely token at each continuation position under teacher forcing (what
     greedy decoding emits up to its first miss); per-item samples decode it."""
+    continuation: tuple[int, ...] = ()
+    """The continuation's tokens (what was scored)."""
+
+    def greedy_prefix(self) -> tuple[int, ...]:
+        """What greedy decoding writes at the continuation's positions, as far as teacher forcing
+        knows it: the top tokens up to and including the first that differs from the continuation
+        (after a miss greedy decoding continues from its own token, which was not scored)."""
+        for index, (got, want) in enumerate(zip(self.top_tokens, self.continuation, strict=False)):
+            if got != want:
+                return self.top_tokens[: index + 1]
+        return self.top_tokens
 
 
 def bos_prefix(model: LanguageModel, prepend_bos: bool | None) -> list[int]:
@@ -148,6 +159,7 @@ def _score(pair: EncodedPair, log_probs: Float[Tensor, "n_cont vocab"]) -> Conti
         len(targets),
         float(token_lp[0].exp()),
         tuple(top.tolist()),
+        tuple(pair.continuation),
     )
 
 

@@ -327,7 +327,7 @@ class QASuite(Suite):
                         "prompt_hash": prompt_hash(item.prompt),
                         "continuation": " " + item.answer,
                         "target": item.answer,
-                        "prediction": model.tokenizer.decode(list(score.top_tokens)).strip(),
+                        "prediction": model.tokenizer.decode(list(score.greedy_prefix())).strip(),
                         "correct": score.greedy,
                         "loglik": score.logprob,
                         "answer_prob": score.first_token_prob,

@@ -67,6 +67,10 @@ class SampleLog:
 
     def _relative(self, role: str, suite: str) -> str:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in suite)
+        if safe != suite:  # two names that sanitise alike ("a/b", "a_b") must not share a file
+            import hashlib
+
+            safe += "-" + hashlib.sha256(suite.encode("utf-8")).hexdigest()[:8]
         return f"samples/{role}/{safe}.jsonl"
 
     @contextlib.contextmanager
@@ -103,7 +107,11 @@ class SampleLog:
         relative = self._relative(role, suite)
         (self.root / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, self.root / relative)
-        self.files.setdefault(role, {})[suite] = {"path": relative, "n": n, "copied_from": origin}
+        from hookunlearn.hf_files import portable_path
+
+        # a report travels: the origin is written relative to this one (or hashed), not absolute
+        copied_from = portable_path(str(Path(origin).resolve()), self.root)
+        self.files.setdefault(role, {})[suite] = {"path": relative, "n": n, "copied_from": copied_from}
 
     def summary(self) -> dict[str, Any]:
         """What a report records: the format version and the files by role and suite."""

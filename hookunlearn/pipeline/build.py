@@ -73,5 +73,5 @@ def build(config: BuildConfig) -> BuildResult:
 
         subspace.save(config.out, force=config.force, inputs={"selection": str(config.selection)})
         # Subspace.save owns the staged write; the page is added to the finished directory atomically
-        write_html_report(config.out)
+        write_html_report(config.out, fallback=True)
     return BuildResult(subspace, Path(config.out) if config.out is not None else None)

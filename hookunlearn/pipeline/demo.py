@@ -441,5 +441,5 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
             write_json(tmp / "report.json", result)
             (tmp / "report.md").write_text(table, encoding="utf-8")
             (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-            write_html_report(tmp)  # report.html, from the files just written
+            write_html_report(tmp, fallback=True)  # report.html, from the files just written
     return DemoResult(result, table, path, Path(config.out) if config.out is not None else None)

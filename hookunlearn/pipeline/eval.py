@@ -231,7 +231,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             write_report_files(directory, report, manifest)
             from hookunlearn.html_report import write_html_report
 
-            write_html_report(directory)  # report.html, from the files just written
+            write_html_report(directory, fallback=True)  # report.html, from the files just written
     return EvalRun(report, Path(config.out) if config.out is not None else None)
 
 

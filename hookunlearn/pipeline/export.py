@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,21 +35,39 @@ class ExportConfig:
 
 
 def read_report(spec: str) -> dict[str, Any]:
-    """The JSON of an eval report given as ``report.json`` or the directory holding it."""
-    path = Path(spec)
-    path = path / "report.json" if path.is_dir() else path
+    """The JSON of an eval report given as ``report.json`` or the directory holding it, validated
+    as `hookunlearn.evaluation.report.read_report` does (errors name ``--report``)."""
+    from hookunlearn.evaluation.report import read_report as read_eval_report
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return read_eval_report(spec).to_dict()
+    except HookunlearnError as exc:
+        raise HookunlearnError(f"--report: {exc}") from None
+
+
+def _check_report_is_of(report: dict[str, Any], model: Any, spec: str) -> None:
+    """The model card lists ``report``'s numbers as this checkpoint's: refuse a report of another
+    model, or of the model with an intervention's hooks on (which the checkpoint does not carry)."""
+    from hookunlearn.models import model_info
+
+    if (report.get("options") or {}).get("intervention"):
         raise HookunlearnError(
-            f"--report {spec!r}: cannot read an eval report there ({type(exc).__name__}); pass the --out "
-            "directory of `hookunlearn eval` or its report.json."
-        ) from None
-    if not isinstance(data, dict) or "evaluated" not in data:
-        raise HookunlearnError(
-            f"--report {spec!r}: {path.name} is not an eval report (no 'evaluated' results)."
+            f"--report {spec!r} evaluated the model with an intervention ({report['options']['intervention']}); "
+            "an exported checkpoint carries no hooks, so its card cannot list those numbers."
         )
-    return data
+    evaluated = (report.get("evaluated") or {}).get("model") or {}
+    info = model_info(model)
+    both_local = evaluated.get("source") == "local" and info.source == "local"
+    if both_local and Path(str(evaluated.get("name"))).resolve() != Path(info.name).resolve():
+        raise HookunlearnError(
+            f"--report {spec!r} evaluated {evaluated.get('name')}, not the exported {info.name}; pass the "
+            "report of this checkpoint (hookunlearn eval CHECKPOINT --out DIR)."
+        )
+    if evaluated.get("config_fingerprint") not in (None, info.config_fingerprint):
+        raise HookunlearnError(
+            f"--report {spec!r} evaluated a model of another architecture or size "
+            f"({evaluated.get('architecture')}, d_model {evaluated.get('d_model')}); pass this checkpoint's report."
+        )
 
 
 def _source_metadata(path: Path) -> dict[str, Any] | None:
@@ -95,6 +112,8 @@ def export(config: ExportConfig) -> Any:
                 f"{config.source} is a {manifest.kind!r} directory; export needs a model or an unlearn run."
             )
     model = load_model(str(path), device="cpu", processing=config.processing, backend=config.backend)
+    if report is not None:
+        _check_report_is_of(report, model, config.report or "")
     return export_model(
         model,
         config.out,

@@ -226,11 +226,14 @@ def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--bos 'wavy'" in bad.output and not (tmp_path / "x").exists()
     missing = runner.invoke(app, ["export", "world", "--out", str(tmp_path / "x"), "--report", str(tmp_path)])
     assert missing.exit_code == 2 and "--report" in missing.output and not (tmp_path / "x").exists()
-    report = {
-        "evaluated": {"results": {"mc_hazard": {"metrics": {"accuracy": 0.25}}}},
-        "baseline": None,
-        "oracle": {"results": {"mc_hazard": {"metrics": {"accuracy": 0.5}}}},
-    }
+    from hookunlearn.evaluation.report import EvalReport, ModelResults
+    from hookunlearn.evaluation.suites import SuiteResult
+
+    def results(accuracy: float) -> ModelResults:
+        result = SuiteResult("mc", "mc_hazard", 1, {}, {"accuracy": accuracy})
+        return ModelResults({"spec": "world"}, {"mc_hazard": result})
+
+    report = EvalReport(evaluated=results(0.25), oracle=results(0.5)).to_dict()
     (tmp_path / "report.json").write_text(json.dumps(report))
     kept = runner.invoke(
         app, ["export", "world", "--out", str(tmp_path / "keep"), "--bos", "keep", "--report", str(tmp_path)]
@@ -238,6 +241,22 @@ def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
     assert kept.exit_code == 0, kept.output
     card = (tmp_path / "keep" / "README.md").read_text()
     assert "| mc_hazard | accuracy | – | 0.25 | 0.5 |" in card
+    for bad, why in (
+        ({**report, "options": {"intervention": "runs/clamp"}}, "intervention"),
+        (
+            {
+                **report,
+                "evaluated": {**report["evaluated"], "model": {"source": "local", "name": str(tmp_path)}},
+            },
+            "not the exported",
+        ),
+    ):
+        (tmp_path / "bad").mkdir(exist_ok=True)
+        (tmp_path / "bad" / "report.json").write_text(json.dumps(bad))
+        refused = runner.invoke(
+            app, ["export", "world", "--out", str(tmp_path / "y"), "--report", str(tmp_path / "bad")]
+        )
+        assert refused.exit_code == 2 and why in refused.output and not (tmp_path / "y").exists()
     # the shipped world tokenizer already prepends BOS: keep leaves it so
     info = json.loads((tmp_path / "keep" / EXPORT_INFO_NAME).read_text())
     assert info["tokenizer_bos"]["tokenizer_adds_bos"] is True

@@ -174,3 +174,17 @@ def test_latent_activity_is_read_from_the_eval_report_json() -> None:
     assert latent_activity({"evaluated": {"results": {}}}) is None
     svg = svg_bars(["a", "b"], {"x": [1.0, math.nan], "y": [-0.5, None]}, title="t")
     assert svg.startswith("<svg") and svg.count("<rect") == 2 + 2  # two bars, two legend keys
+
+
+def test_a_page_that_cannot_render_never_costs_the_run(tmp_path, monkeypatch) -> None:
+    import hookunlearn.html_report as html_report
+
+    def broken(run_dir):
+        raise KeyError("layer_scores")
+
+    monkeypatch.setattr(html_report, "render_run", broken)
+    with pytest.raises(KeyError):
+        html_report.write_html_report(tmp_path)
+    page = html_report.write_html_report(tmp_path, fallback=True).read_text()
+    assert "could not render" in page and "layer_scores" in page and "hookunlearn report" in page
+    assert not list(tmp_path.glob(".*partial"))
