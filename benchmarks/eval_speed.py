@@ -53,11 +53,99 @@ def _lm_eval(export: Path, tasks: Path, names: list[str], batch_size: int) -> tu
     return results, time.perf_counter() - start
 
 
+GENERATION_TASK = """\
+# Written by benchmarks/eval_speed.py: GSM8K's zero-shot prompt and stop strings on local problems.
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["Question:", "</s>", "<|im_end|>"]
+  do_sample: false
+  max_gen_toks: {max_new_tokens}
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1
+"""
+
+
+def _generation_case(
+    model, export: Path, scratch: Path, n: int, batch_size: int, max_new_tokens: int
+) -> dict:
+    """GSM8K-style zero-shot greedy generation on ``n`` world questions: our gsm8k suite's
+    generator vs the harness's hf model (HF ``generate``), at the same batch size."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from hookunlearn.evaluation.gsm8k import fit_prompt, generate_greedy, render_prompt
+    from hookunlearn.evaluation.scoring import bos_prefix, encode
+    from hookunlearn.world.assets import world_dir
+
+    rows = [json.loads(line) for line in (world_dir() / "data" / "entity_qa.jsonl").read_text().splitlines()][
+        :n
+    ]
+    problems = [
+        {"question": row["prompt"].removeprefix("Q: ").split("\n")[0], "answer": f"#### {i}"}
+        for i, row in enumerate(rows)
+    ]
+    tasks = scratch / "gen_tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    data = tasks / "world_gen.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in problems), encoding="utf-8")
+    (tasks / "world_gen.yaml").write_text(
+        GENERATION_TASK.format(name="world_gen", data=json.dumps(str(data)), max_new_tokens=max_new_tokens)
+    )
+    prefix = bos_prefix(model, None)
+    budget = model.cfg.n_ctx - max_new_tokens
+    start = time.perf_counter()
+    prompts = [fit_prompt(encode(model, render_prompt(p["question"], [])), prefix, budget) for p in problems]
+    ours = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    ours_s = time.perf_counter() - start
+    manager = TaskManager(include_path=str(tasks))
+    start = time.perf_counter()
+    results = lm_eval.simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={export},device=cpu",
+        tasks=["world_gen"],
+        task_manager=manager,
+        batch_size=batch_size,
+        bootstrap_iters=0,
+        log_samples=True,
+    )
+    theirs_s = time.perf_counter() - start
+    samples = sorted(results["samples"]["world_gen"], key=lambda row: row["doc_id"])
+    theirs = [row["resps"][0][0] for row in samples]
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    return {
+        "n": n,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "same_generation": same,
+        "first_difference": next(([a, b] for a, b in zip(ours, theirs, strict=True) if a != b), None),
+        "hookunlearn_s": ours_s,
+        "lm_eval_s": theirs_s,
+        "speedup": theirs_s / ours_s,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--export", help="an exported checkpoint (default: a fresh export of the world model)")
+    parser.add_argument(
+        "--export", help="an exported checkpoint (default: a fresh export of the world model)"
+    )
     parser.add_argument("--data", nargs="*", default=["mc_hazard", "mc_benign"], help="world MC files")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--generation", type=int, default=96, help="GSM8K-style generations (0: skip)")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--generation-batch-size", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/eval_speed.json")
     args = parser.parse_args()
 
@@ -78,7 +166,9 @@ def main() -> int:
     model = load_model(str(export), device="cpu")
     rows, cases = [], []
     for data in args.data:
-        records = [json.loads(line) for line in (world_dir() / "data" / f"{data}.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(line) for line in (world_dir() / "data" / f"{data}.jsonl").read_text().splitlines()
+        ]
         questions = parse_questions(records, data)
         for protocol in ("continuation", "letter"):
             name = f"{data}_{protocol}"
@@ -101,9 +191,16 @@ def main() -> int:
                 for q in questions
             ]
         else:
-            pairs = [[encode_pair(model, continuation_context(q), " " + c, prefix) for c in q.choices] for q in questions]
-        our_scores = [[s.logprob for s in score_pairs(model, row, batch_size=args.batch_size)] for row in pairs]
-        worst = max(abs(a - b) for ra, rb in zip(our_scores, theirs, strict=True) for a, b in zip(ra, rb, strict=True))
+            pairs = [
+                [encode_pair(model, continuation_context(q), " " + c, prefix) for c in q.choices]
+                for q in questions
+            ]
+        our_scores = [
+            [s.logprob for s in score_pairs(model, row, batch_size=args.batch_size)] for row in pairs
+        ]
+        worst = max(
+            abs(a - b) for ra, rb in zip(our_scores, theirs, strict=True) for a, b in zip(ra, rb, strict=True)
+        )
         same = sum(p == q for p, q in zip(predictions, ours.predictions, strict=True))
         rows.append(
             {
@@ -130,7 +227,9 @@ def main() -> int:
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
-    print(f"{'data':<11} {'protocol':<13} {'n':>4} {'ours acc':>9} {'lm-eval acc':>12} {'same pred':>10} {'max |dLL|':>10}")
+    print(
+        f"{'data':<11} {'protocol':<13} {'n':>4} {'ours acc':>9} {'lm-eval acc':>12} {'same pred':>10} {'max |dLL|':>10}"
+    )
     for row in rows:
         print(
             f"{row['data']:<11} {row['protocol']:<13} {row['n']:>4} {row['hookunlearn_accuracy']:>9.3f} "
@@ -140,9 +239,23 @@ def main() -> int:
         f"time on {n_items} items: hookunlearn {total_ours:.2f} s ({summary['hookunlearn_items_per_s']:.0f}/s), "
         f"lm-eval {harness_s:.2f} s ({summary['lm_eval_items_per_s']:.0f}/s): {summary['speedup']:.2f}x"
     )
+    generation = None
+    if args.generation:
+        generation = _generation_case(
+            model, export, scratch, args.generation, args.generation_batch_size, args.max_new_tokens
+        )
+        print(
+            f"generation ({generation['n']} prompts, batch {generation['batch_size']}, "
+            f"{generation['max_new_tokens']} new tokens): same text {generation['same_generation']}/"
+            f"{generation['n']}; hookunlearn {generation['hookunlearn_s']:.2f} s, lm-eval hf "
+            f"{generation['lm_eval_s']:.2f} s: {generation['speedup']:.2f}x"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=2) + "\n", encoding="utf-8")
+    out.write_text(
+        json.dumps({"summary": summary, "rows": rows, "generation": generation}, indent=2) + "\n",
+        encoding="utf-8",
+    )
     return 0
 
 

@@ -19,8 +19,15 @@ from typing import Any, Literal
 
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import require_columns
+from hookunlearn.distributed import map_sharded
 from hookunlearn.errors import DataError
-from hookunlearn.evaluation.scoring import bos_prefix, encode, encode_pair, score_next_token, score_pairs
+from hookunlearn.evaluation.scoring import (
+    bos_prefix,
+    encode,
+    encode_pairs,
+    score_next_token,
+    score_pairs,
+)
 
 Protocol = Literal["letter", "continuation"]
 PROTOCOLS: tuple[str, ...] = ("letter", "continuation")
@@ -56,7 +63,7 @@ def parse_questions(records: Sequence[Mapping[str, Any]], source: str) -> list[M
     """Validate records in the ``cais/wmdp`` schema (``question``, ``choices``, ``answer`` int)."""
     require_columns(list(records), ["question", "choices", "answer"], source)
     questions = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=1):
         choices = record["choices"]
         answer = record["answer"]
         if not isinstance(record["question"], str) or not record["question"].strip():
@@ -125,11 +132,14 @@ def evaluate_mc(
     if not questions:
         raise DataError("no multiple-choice questions to evaluate.")
     prefix = bos_prefix(model, prepend_bos)
+    # under torchrun each rank scores every world_size-th question; all get every row back
     if protocol == "letter":
-        logliks = _letter_logliks(model, questions, description, prefix, batch_size)
+        logliks = map_sharded(
+            lambda part: _letter_logliks(model, part, description, prefix, batch_size), questions
+        )
         scores = logliks
     else:
-        logliks = _continuation_logliks(model, questions, prefix, batch_size)
+        logliks = map_sharded(lambda part: _continuation_logliks(model, part, prefix, batch_size), questions)
         scores = [
             [value / len(choice) for value, choice in zip(row, q.choices, strict=True)]
             if length_normalized
@@ -166,10 +176,14 @@ def _letter_logliks(
     batch_size: int,
 ) -> list[list[float]]:
     n_choices = {len(q.choices) for q in questions}
-    pairs = [
-        [encode_pair(model, context, letter, prefix) for letter in letters]
-        for context, letters in (mc_request(q, "letter", description) for q in questions)
-    ]
+    requests = [mc_request(q, "letter", description) for q in questions]
+    flat_pairs = encode_pairs(
+        model, [(context, letter) for context, letters in requests for letter in letters], prefix
+    )
+    pairs, offset = [], 0
+    for _context, letters in requests:
+        pairs.append(flat_pairs[offset : offset + len(letters)])
+        offset += len(letters)
     single = all(len(p.continuation) == 1 for row in pairs for p in row)
     if single and len({row[0].continuation for row in pairs}) <= 1 and len(n_choices) == 1:
         # every letter is one token after every prompt: score each prompt once
@@ -189,11 +203,15 @@ def _continuation_logliks(
     prefix: list[int],
     batch_size: int,
 ) -> list[list[float]]:
-    flat = [
-        encode_pair(model, context, continuation, prefix)
-        for context, continuations in (mc_request(q, "continuation") for q in questions)
-        for continuation in continuations
-    ]
+    flat = encode_pairs(
+        model,
+        [
+            (context, continuation)
+            for context, continuations in (mc_request(q, "continuation") for q in questions)
+            for continuation in continuations
+        ],
+        prefix,
+    )
     scores = score_pairs(model, flat, batch_size=batch_size)
     return _per_question(questions, [s.logprob for s in scores])
 

@@ -84,6 +84,35 @@ def encode_pair(model: LanguageModel, context: str, continuation: str, prefix: S
     return EncodedPair(tuple(prefix) + tuple(context_ids), tuple(continuation_ids))
 
 
+def encode_pairs(
+    model: LanguageModel, requests: Sequence[tuple[str, str]], prefix: Sequence[int]
+) -> list[EncodedPair]:
+    """`encode_pair` for many (context, continuation) requests, with every distinct string
+    tokenised once in one batched tokenizer call (MC choices share their context)."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
+    split = []
+    for context, continuation in requests:
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        split.append((context, continuation))
+    texts = sorted({text for context, continuation in split for text in (context, context + continuation)})
+    ids = (
+        dict(zip(texts, model.tokenizer(texts, add_special_tokens=False)["input_ids"], strict=True))
+        if texts
+        else {}
+    )
+    pairs = []
+    for context, continuation in split:
+        whole, context_ids = ids[context + continuation], ids[context]
+        continuation_ids = whole[len(context_ids) :]
+        if whole[: len(context_ids)] != context_ids:  # as encode_pair: the context's last token merged
+            continuation_ids = encode(model, continuation)
+        pairs.append(EncodedPair(tuple(prefix) + tuple(context_ids), tuple(continuation_ids)))
+    return pairs
+
+
 def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Int[Tensor, "batch pos"]:
     width = max(len(row) for row in rows)
     out = torch.full((len(rows), width), pad_id, dtype=torch.long)
