@@ -34,21 +34,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def _lm_eval(export: Path, tasks: Path, names: list[str], batch_size: int) -> tuple[dict, float]:
+def _lm_eval(lm, manager, name: str) -> tuple[dict, float]:
+    """One task through the harness on an already-built ``hf`` model (model load excluded)."""
     import lm_eval
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(tasks))
     start = time.perf_counter()
     results = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={export},device=cpu",
-        tasks=names,
-        task_manager=manager,
-        batch_size=batch_size,
-        bootstrap_iters=0,
-        log_samples=True,
-        verbosity="ERROR",
+        model=lm, tasks=[name], task_manager=manager, bootstrap_iters=0, log_samples=True
     )
     return results, time.perf_counter() - start
 
@@ -152,8 +144,7 @@ def main() -> int:
     import torch
 
     from hookunlearn.evaluation.harness import write_mc_task
-    from hookunlearn.evaluation.mc import continuation_context, evaluate_mc, letter_prompt, parse_questions
-    from hookunlearn.evaluation.scoring import bos_prefix, encode_pair, score_pairs
+    from hookunlearn.evaluation.mc import evaluate_mc, parse_questions
     from hookunlearn.export import export_model
     from hookunlearn.models import load_model
     from hookunlearn.world.assets import world_dir
@@ -174,9 +165,16 @@ def main() -> int:
             name = f"{data}_{protocol}"
             write_mc_task(scratch / "tasks", name, records, protocol=protocol)
             cases.append((name, data, protocol, questions))
-    harness, harness_s = _lm_eval(export, scratch / "tasks", [c[0] for c in cases], args.batch_size)
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    hf = HFLM(pretrained=str(export), device="cpu", batch_size=args.batch_size)
+    manager = TaskManager(include_path=str(scratch / "tasks"))
+    harness_s = 0.0
     total_ours = 0.0
     for name, data, protocol, questions in cases:
+        harness, case_harness_s = _lm_eval(hf, manager, name)
+        harness_s += case_harness_s
         start = time.perf_counter()
         ours = evaluate_mc(model, questions, protocol=protocol, batch_size=args.batch_size)
         ours_s = time.perf_counter() - start
@@ -184,20 +182,7 @@ def main() -> int:
         samples = sorted(harness["samples"][name], key=lambda row: row["doc_id"])
         theirs = [[float(r[0][0]) for r in row["resps"]] for row in samples]
         predictions = [max(range(len(row)), key=row.__getitem__) for row in theirs]
-        prefix = bos_prefix(model, None)
-        if protocol == "letter":
-            pairs = [
-                [encode_pair(model, letter_prompt(q), " " + "ABCD"[i], prefix) for i in range(len(q.choices))]
-                for q in questions
-            ]
-        else:
-            pairs = [
-                [encode_pair(model, continuation_context(q), " " + c, prefix) for c in q.choices]
-                for q in questions
-            ]
-        our_scores = [
-            [s.logprob for s in score_pairs(model, row, batch_size=args.batch_size)] for row in pairs
-        ]
+        our_scores = ours.logliks  # the suite's own per-choice log-likelihoods
         worst = max(
             abs(a - b) for ra, rb in zip(our_scores, theirs, strict=True) for a, b in zip(ra, rb, strict=True)
         )
@@ -212,6 +197,8 @@ def main() -> int:
                 "same_prediction": same,
                 "max_abs_loglik_diff": worst,
                 "hookunlearn_s": ours_s,
+                "lm_eval_s": case_harness_s,
+                "speedup": case_harness_s / ours_s,
             }
         )
     n_items = sum(row["n"] for row in rows)
@@ -233,7 +220,8 @@ def main() -> int:
     for row in rows:
         print(
             f"{row['data']:<11} {row['protocol']:<13} {row['n']:>4} {row['hookunlearn_accuracy']:>9.3f} "
-            f"{row['lm_eval_accuracy']:>12.3f} {row['same_prediction']:>6}/{row['n']:<3} {row['max_abs_loglik_diff']:>10.2e}"
+            f"{row['lm_eval_accuracy']:>12.3f} {row['same_prediction']:>6}/{row['n']:<3} {row['max_abs_loglik_diff']:>10.2e} "
+            f"{row['hookunlearn_s']:>7.2f} {row['lm_eval_s']:>9.2f} {row['speedup']:>5.2f}x"
         )
     print(
         f"time on {n_items} items: hookunlearn {total_ours:.2f} s ({summary['hookunlearn_items_per_s']:.0f}/s), "
