@@ -234,9 +234,20 @@ def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
         return ModelResults({"spec": "world"}, {"mc_hazard": result})
 
     report = EvalReport(evaluated=results(0.25), oracle=results(0.5)).to_dict()
-    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "rep").mkdir()
+    (tmp_path / "rep" / "report.json").write_text(json.dumps(report))
     kept = runner.invoke(
-        app, ["export", "world", "--out", str(tmp_path / "keep"), "--bos", "keep", "--report", str(tmp_path)]
+        app,
+        [
+            "export",
+            "world",
+            "--out",
+            str(tmp_path / "keep"),
+            "--bos",
+            "keep",
+            "--report",
+            str(tmp_path / "rep"),
+        ],
     )
     assert kept.exit_code == 0, kept.output
     card = (tmp_path / "keep" / "README.md").read_text()
@@ -374,13 +385,13 @@ def test_export_bos_follows_the_model_both_ways(tmp_path: Path) -> None:
     assert result.tokenizer_adds_bos is True and tokenizer("hello")["input_ids"][0] == tokenizer.bos_token_id
 
 
-def test_lm_eval_inputs_are_checked_before_any_model_loads(tmp_path: Path, world_model) -> None:
+def test_lm_eval_inputs_are_checked_before_any_model_loads(tmp_path: Path, tasks: Path, world_model) -> None:
     from hookunlearn.errors import HookunlearnError
     from hookunlearn.evaluation.harness_lm import HookunlearnLM
     from hookunlearn.pipeline.eval import EvalConfig, build_suites
 
     with pytest.raises(HookunlearnError, match="unknown task"):
-        build_suites(EvalConfig(suites=(f"lm_eval:tasks=no_such_task,include_path={tmp_path}",)))
+        build_suites(EvalConfig(suites=(f"lm_eval:tasks=no_such_task,include_path={tasks}",)))
     with pytest.raises(HookunlearnError, match="include_path"):
         build_suites(EvalConfig(suites=(f"lm_eval:tasks=x,include_path={tmp_path / 'missing'}",)))
     with pytest.raises(HookunlearnError, match="name the tasks"):
