@@ -139,6 +139,12 @@ def select(
     top_contexts: int = typer.Option(
         8, min=0, help="Top-activating contexts kept per latent for latents.json and report.html (0: none)."
     ),
+    second_moments: bool = typer.Option(
+        True,
+        "--second-moments/--no-second-moments",
+        help="Also accumulate the residual stream's d_model x d_model second moment (only build's "
+        "energy-share diagnostics read it; no score does).",
+    ),
     backend: str = typer.Option("hooked", help=_BACKEND_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
@@ -182,6 +188,7 @@ def select(
             dtype=dtype,
             processing=processing,
             top_contexts=top_contexts,
+            second_moments=second_moments,
             force=force,
             backend=backend,
         )
@@ -1023,6 +1030,10 @@ _register_with_recipes()
 
 def main() -> None:
     """Console-script entry point."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun only rank 0 prints results
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     app(prog_name="hookunlearn")
 
 

@@ -149,6 +149,46 @@ class TopContexts:
         self.window[at] = merge(self.window, window)
         self.window_acts[at] = merge(self.window_acts, window_acts)
 
+    def merge(self, other: TopContexts) -> None:
+        """Keep, per latent, the ``k`` highest of both collectors' contexts (``other``'s roles are
+        renumbered into this one's)."""
+        roles = torch.tensor([self.role_id(role) for role in other.roles] or [0], dtype=torch.int64)
+        other_role = torch.where(other.role >= 0, roles[other.role.clamp(min=0)], other.role)
+        # a context both hold (merged into each rank before, e.g. the forget corpus's when the
+        # retain corpus's are merged) counts once
+        mine = torch.stack([self.doc, self.pos, self.role], dim=-1)
+        theirs = torch.stack([other.doc, other.pos, other_role], dim=-1)
+        held = (theirs[:, :, None, :] == mine[:, None, :, :]).all(dim=-1).any(dim=-1)
+        other_values = torch.where(held, -torch.inf, other.values)
+        merged_values = torch.cat([self.values, other_values], dim=1)
+        best = merged_values.topk(self.k, dim=1).indices
+
+        def pick(mine: Tensor, theirs: Tensor) -> Tensor:
+            both = torch.cat([mine, theirs.to(mine.dtype)], dim=1)
+            index = best.view(*best.shape, *([1] * (both.dim() - 2))).expand(-1, -1, *both.shape[2:])
+            return both.gather(1, index)
+
+        self.values = merged_values.gather(1, best)
+        self.doc = pick(self.doc, other.doc)
+        self.pos = pick(self.pos, other.pos)
+        self.role = pick(self.role, other_role)
+        self.window = pick(self.window, other.window)
+        self.window_acts = pick(self.window_acts, other.window_acts)
+
+    def merge_ranks(self) -> None:
+        """Under ``torchrun``: every rank ends with the top contexts of all ranks' data (merged
+        in rank order, so every rank holds the same)."""
+        from hookunlearn import distributed
+
+        if not distributed.is_distributed():
+            return
+        parts = distributed.all_gather_objects(self)
+        merged = parts[0]
+        for part in parts[1:]:
+            merged.merge(part)
+        for name in ("values", "doc", "pos", "role", "window", "window_acts", "roles"):
+            setattr(self, name, getattr(merged, name))
+
     def records(self, latent: int, decode: Callable[[Sequence[int]], list[str]]) -> list[dict[str, Any]]:
         """JSON-ready contexts of one latent, highest first; slots where it never fired are dropped."""
         out = []

@@ -53,6 +53,9 @@ are written."""
 RATIO_EPS = 1e-3
 """Added to both firing rates in the ``ratio`` score, so latents silent on retain stay finite."""
 
+STATS_CHUNK = 4096
+"""Rows per chunk in `RoleStats.add` (bounds its float64 temporaries to ``chunk * d_model``)."""
+
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -73,25 +76,59 @@ class RoleStats:
     """Sum of x x^T (None when second moments were not requested)."""
 
     @classmethod
-    def empty(cls, d_model: int, d_sae: int, second_moments: bool) -> RoleStats:
+    def empty(
+        cls, d_model: int, d_sae: int, second_moments: bool, device: str | torch.device = "cpu"
+    ) -> RoleStats:
         f64 = torch.float64
         return cls(
             0,
-            torch.zeros(d_sae, dtype=f64),
-            torch.zeros(d_sae, dtype=f64),
-            torch.zeros(d_model, dtype=f64),
-            torch.zeros(d_model, d_model, dtype=f64) if second_moments else None,
+            torch.zeros(d_sae, dtype=f64, device=device),
+            torch.zeros(d_sae, dtype=f64, device=device),
+            torch.zeros(d_model, dtype=f64, device=device),
+            torch.zeros(d_model, d_model, dtype=f64, device=device) if second_moments else None,
         )
 
-    def add(self, acts: Float[Tensor, "n d_model"], codes: Float[Tensor, "n d_sae"]) -> None:
-        x = acts.detach().to("cpu", torch.float64)
-        c = codes.detach().to("cpu", torch.float64)
-        self.n += x.shape[0]
-        self.code_sum += c.sum(dim=0)
-        self.fire_count += (c > 0).sum(dim=0).to(torch.float64)
-        self.resid_sum += x.sum(dim=0)
-        if self.resid_outer is not None:
-            self.resid_outer += x.T @ x
+    @torch.no_grad()
+    def add(
+        self,
+        acts: Float[Tensor, "n d_model"],
+        codes: Float[Tensor, "n d_sae"],
+        *,
+        chunk: int = STATS_CHUNK,
+    ) -> None:
+        """Add the rows to the sums, on the sums' device (the model's, see `corpus_stats`), in
+        chunks of ``chunk`` rows: float64 accumulation without a float64 copy of the codes."""
+        device = self.code_sum.device
+        self.n += acts.shape[0]
+        for start in range(0, acts.shape[0], chunk):
+            c = codes[start : start + chunk].detach().to(device)
+            x = acts[start : start + chunk].detach().to(device, torch.float64)
+            self.code_sum += c.sum(dim=0, dtype=torch.float64)
+            self.fire_count += (c > 0).sum(dim=0).to(torch.float64)
+            self.resid_sum += x.sum(dim=0)
+            if self.resid_outer is not None:
+                self.resid_outer.addmm_(x.T, x)
+
+    def to(self, device: str | torch.device) -> RoleStats:
+        """The same sums on ``device`` (a copy when it differs)."""
+        return RoleStats(
+            self.n,
+            self.code_sum.to(device),
+            self.fire_count.to(device),
+            self.resid_sum.to(device),
+            None if self.resid_outer is None else self.resid_outer.to(device),
+        )
+
+    def all_reduce(self) -> None:
+        """Sum the statistics over the ranks of a ``torchrun`` job (`hookunlearn.distributed`)."""
+        from hookunlearn import distributed
+
+        if not distributed.is_distributed():
+            return
+        n = torch.tensor([float(self.n)], dtype=torch.float64, device=self.code_sum.device)
+        sums = [n, self.code_sum, self.fire_count, self.resid_sum]
+        distributed.all_reduce_sum_(sums + ([self.resid_outer] if self.resid_outer is not None else []))
+        self.n = int(n.item())
 
     def _require(self) -> None:
         if self.n == 0:
@@ -172,13 +209,22 @@ def corpus_stats(
 ) -> dict[int, RoleStats]:
     """Per-layer statistics of a corpus: one pass, every layer, BOS/padding excluded; with
     ``contexts``, each layer's top-activating contexts are collected in the same pass."""
+    from hookunlearn import distributed
+
     hooks = _hooks(saes)
     stats = {
-        layer: RoleStats.empty(model.cfg.d_model, sae.cfg.d_sae, second_moments)
+        layer: RoleStats.empty(model.cfg.d_model, sae.cfg.d_sae, second_moments, model.cfg.device)
         for layer, sae in saes.items()
     }
+    if contexts is not None:
+        for collector in contexts.values():
+            collector.role_id(role)  # every rank numbers the roles alike, even one that gets no batch
     docs = tokens_seen = 0
-    for batch in _batches(texts, batch_size):
+    ranks, me = distributed.world_size(), distributed.rank()
+    for index, batch in enumerate(_batches(texts, batch_size)):
+        if index % ranks != me:  # under torchrun each rank streams every world_size-th batch
+            docs += len(batch)
+            continue
         tokens, mask = tokenize_batch(model, batch, max_tokens=max_tokens)
         cache = cache_hooks(model, tokens, list(hooks.values()))
         device_mask = mask.to(model.cfg.device)
@@ -197,7 +243,17 @@ def corpus_stats(
             progress({"role": role, "docs": docs, "tokens": tokens_seen})
     if docs == 0:
         raise DataError(f"the {role} corpus is empty.")
-    return stats
+    return _finish(stats, contexts)
+
+
+def _finish(stats: dict[int, RoleStats], contexts: Mapping[int, TopContexts] | None) -> dict[int, RoleStats]:
+    """Sum over the ranks (under torchrun) and move the statistics to the CPU."""
+    for layer_stats in stats.values():
+        layer_stats.all_reduce()
+    if contexts is not None:
+        for collector in contexts.values():
+            collector.merge_ranks()
+    return {layer: layer_stats.to("cpu") for layer, layer_stats in stats.items()}
 
 
 @torch.no_grad()
@@ -216,11 +272,17 @@ def entity_stats(
 
     Roles: ``known``/``unknown`` (select fold), ``known:heldout``/``unknown:heldout``, and
     ``target`` (all folds)."""
+    from hookunlearn import distributed
+
     hooks = _hooks(saes)
     stats: dict[int, dict[str, RoleStats]] = {layer: {} for layer in saes}
     done = 0
-    for start in range(0, len(prompts), batch_size):
+    ranks, me = distributed.world_size(), distributed.rank()
+    for index, start in enumerate(range(0, len(prompts), batch_size)):
         chunk = prompts[start : start + batch_size]
+        if index % ranks != me:  # under torchrun each rank reads every world_size-th batch
+            done += len(chunk)
+            continue
         tokens, visible = tokenize_batch(model, [p.prompt for p in chunk])
         positions = torch.tensor([last_token_of_span(model, p.prompt, p.entity_end_char) for p in chunk])
         cache = cache_hooks(model, tokens, list(hooks.values()))
@@ -234,7 +296,9 @@ def entity_stats(
             for role in sorted(set(roles)):
                 index = torch.tensor([i for i, r in enumerate(roles) if r == role])
                 if role not in stats[layer]:
-                    stats[layer][role] = RoleStats.empty(model.cfg.d_model, sae.cfg.d_sae, second_moments)
+                    stats[layer][role] = RoleStats.empty(
+                        model.cfg.d_model, sae.cfg.d_sae, second_moments, model.cfg.device
+                    )
                 stats[layer][role].add(acts[index.to(acts.device)], codes[index.to(codes.device)])
             if contexts is not None and layer in contexts:
                 collector = contexts[layer]
@@ -244,7 +308,25 @@ def entity_stats(
         done += len(chunk)
         if progress is not None:
             progress({"role": "entities", "docs": done, "total": len(prompts)})
-    return stats
+    if distributed.is_distributed():  # a role may be missing on some rank: every rank adds all
+        names = sorted(
+            {role for part in distributed.all_gather_objects(sorted(stats[min(saes)])) for role in part}
+        )
+        for layer, sae in saes.items():
+            for role in names:
+                if role not in stats[layer]:
+                    stats[layer][role] = RoleStats.empty(
+                        model.cfg.d_model, sae.cfg.d_sae, second_moments, model.cfg.device
+                    )
+    by_role = {layer: {role: roles[role] for role in sorted(roles)} for layer, roles in stats.items()}
+    for layer, roles in by_role.items():
+        for role_stats in roles.values():
+            role_stats.all_reduce()
+        by_role[layer] = {role: role_stats.to("cpu") for role, role_stats in roles.items()}
+    if contexts is not None:
+        for collector in contexts.values():
+            collector.merge_ranks()
+    return {layer: {role: by_role[layer][role] for role in stats[layer]} for layer in stats}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,6 +471,9 @@ class Selection:
         )
         with run_directory(out_dir, force=force) as tmp:
             save_tensors(tmp / "tensors.safetensors", tensors)
+            from hookunlearn import faults
+
+            faults.reached("select_save")  # a crash here must leave no selection behind
             write_json(tmp / "features.json", self.feature_table(n=50))
             plot_scores(self, tmp / "scores.png")
             if self.latents is not None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
+from hookunlearn import distributed
 from hookunlearn.backends import backend_of
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
@@ -137,6 +138,7 @@ class Trainer:
         # module; `transposed` names the tensors methods see transposed (TransformerLens orientation).
         self.backend = backend_of(model)
         self.params, self.transposed = self.backend.trainable_parameters(model, self.layers, config.trainable)
+        distributed.broadcast_(list(self.params.values()))  # under torchrun: every rank starts from rank 0's
         self.initial = {name: p.detach().clone() for name, p in self.params.items()}
         # The frozen reference path (blocks first..layer as they were before training) needs no
         # copy of any block: the live blocks are called with the saved initial values of their
@@ -229,7 +231,25 @@ class Trainer:
         return losses, total
 
     def _micro_batches(self, index: Tensor) -> list[Tensor]:
-        return [chunk for chunk in index.chunk(self.config.grad_accum) if len(chunk)]
+        """The step's micro-batches: ``grad_accum`` of them, times the ranks under torchrun (each
+        rank runs every world_size-th; `_all_reduce_step` sums their gradients)."""
+        pieces = self.config.grad_accum * distributed.world_size()
+        return [chunk for chunk in index.chunk(pieces) if len(chunk)]
+
+    def _all_reduce_step(self, terms: dict[str, float]) -> None:
+        """Under torchrun: sum the trainable tensors' gradients (each micro-batch's loss was
+        divided by the number of micro-batches of all ranks, so the sum is their mean) and the
+        logged loss terms over the ranks."""
+        for param in self.params.values():
+            if param.grad is None:  # a rank with no micro-batch this step
+                param.grad = torch.zeros_like(param)
+        distributed.all_reduce_sum_([param.grad for param in self.params.values()])
+        summed: dict[str, float] = {}
+        for part in distributed.all_gather_objects(terms):
+            for key, value in part.items():
+                summed[key] = summed.get(key, 0.0) + value
+        terms.clear()
+        terms.update(summed)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -251,7 +271,7 @@ class Trainer:
                 chunks = list(
                     zip(self._micro_batches(forget_index), self._micro_batches(retain_index), strict=False)
                 )
-                for forget_rows, retain_rows in chunks:
+                for forget_rows, retain_rows in distributed.shard(chunks):
                     forget_batch, retain_batch = (
                         self.forget.batch(forget_rows),
                         self.retain.batch(retain_rows),
@@ -288,6 +308,8 @@ class Trainer:
                             continue
                         terms[key] = terms.get(key, 0.0) + float(value.detach()) / len(chunks)
                     terms["total"] = terms.get("total", 0.0) + float(total.detach()) / len(chunks)
+                if distributed.is_distributed():
+                    self._all_reduce_step(terms)
                 grads = [p.grad for p in self.params.values() if p.grad is not None]
                 grad_norm = (
                     float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0

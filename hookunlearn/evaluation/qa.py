@@ -18,6 +18,7 @@ from typing import Any
 
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import require_columns
+from hookunlearn.distributed import map_sharded
 from hookunlearn.errors import DataError
 from hookunlearn.evaluation.scoring import ContinuationScore, bos_prefix, encode_pair, score_pairs
 
@@ -73,7 +74,8 @@ def evaluate_qa(
         raise DataError("no QA items to evaluate.")
     prefix = bos_prefix(model, prepend_bos)
     pairs = [encode_pair(model, item.prompt, " " + item.answer, prefix) for item in items]
-    scores = score_pairs(model, pairs, batch_size=batch_size)
+    # under torchrun each rank scores every world_size-th item; all get every score back
+    scores = map_sharded(lambda part: score_pairs(model, part, batch_size=batch_size), pairs)
     hits: dict[str, list[bool]] = defaultdict(list)
     probs: dict[str, list[float]] = defaultdict(list)
     for item, score in zip(items, scores, strict=True):

@@ -161,6 +161,10 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     suites = build_suites(config)
+    from hookunlearn import distributed
+
+    distributed.init_from_env(config.device)  # under torchrun: scored items are sharded across ranks
+    writes = config.out is not None and distributed.is_rank_zero()  # rank 0 alone writes
     loaded_subspace = None
     processing = None
     if config.subspace is not None:
@@ -208,11 +212,9 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
     }
     # With --out everything, samples included, is written into the run's staging directory as the
     # suites run, and replaces --out only once the report is complete.
-    staging: Any = (
-        run_directory(config.out, force=config.force) if config.out is not None else contextlib.nullcontext()
-    )
+    staging: Any = run_directory(config.out, force=config.force) if writes else contextlib.nullcontext()
     with staging as directory:
-        if config.log_samples:
+        if config.log_samples and directory is not None:
             context.samples = SampleLog(directory)
         with applied:
             report = run_suites(
@@ -232,6 +234,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             from hookunlearn.html_report import write_html_report
 
             write_html_report(directory, fallback=True)  # report.html, from the files just written
+    distributed.barrier()
     return EvalRun(report, Path(config.out) if config.out is not None else None)
 
 

@@ -41,6 +41,9 @@ class SelectConfig:
     processing: str = "none"
     top_contexts: int = 8
     """Top-activating contexts kept per latent for ``latents.json`` and ``report.html`` (0: none)."""
+    second_moments: bool = True
+    """Also accumulate the residual stream's second moment (``d_model`` x ``d_model`` per role),
+    which only `build`'s energy-share diagnostics read; no score needs it."""
     force: bool = False
     backend: str = "hooked"
     """``hooked`` or ``bridge`` (`hookunlearn.backends`): which TransformerLens model class runs the model."""
@@ -74,6 +77,7 @@ def candidate_saes(config: SelectConfig) -> list[str]:
 
 def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] | None = None) -> SelectResult:
     """Run ``config``; ``progress`` gets the selection's progress records (role, docs/tokens, total)."""
+    from hookunlearn import distributed
     from hookunlearn.artifacts import check_can_write, fingerprint_texts
     from hookunlearn.data import load_records, load_texts
     from hookunlearn.entities import parse_entity_prompts
@@ -85,6 +89,7 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     check_objective(config.objective)
+    distributed.init_from_env(config.device)  # under torchrun: each rank streams a share of the batches
     loaded = load_model(
         config.model,
         device=config.device,
@@ -103,6 +108,7 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
         "max_tokens": config.max_tokens,
         "progress": progress,
         "top_contexts": config.top_contexts,
+        "second_moments": config.second_moments,
     }
     if config.objective == "topic":
         forget_texts = load_texts(config.forget, config.text_column)
@@ -141,5 +147,10 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
             "processing": config.processing,
         }
     )
-    out = selection.save(config.out, force=config.force) if config.out is not None else None
+    out = None
+    if config.out is not None:
+        if distributed.is_rank_zero():  # every rank holds the same selection; one writes it
+            selection.save(config.out, force=config.force)
+        distributed.barrier()
+        out = config.out
     return SelectResult(selection, sae_specs, Path(out) if out is not None else None)

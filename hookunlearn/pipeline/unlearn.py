@@ -201,9 +201,12 @@ def unlearn_model(
         if out_dir is None:
             raise HookunlearnError("resume needs the run's output directory.")
         resumed_from = trainer.load_checkpoint(out_dir / "checkpoints")
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    result = trainer.run(out_dir=out_dir, progress=progress)
+    from hookunlearn import distributed
+
+    writes = out_dir if distributed.is_rank_zero() else None  # under torchrun rank 0 writes the log
+    if writes is not None:
+        writes.mkdir(parents=True, exist_ok=True)
+    result = trainer.run(out_dir=writes, progress=progress)
     result.resumed_from = resumed_from
     stage_records = [
         stage_record(ref, result.stages.get(ref.name, {})) for ref in refs if ref.spec.where == "trainer"
@@ -340,6 +343,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         check_backend(config.backend)
     out = Path(config.out)
     check_can_write(out, force=config.force)
+    from hookunlearn import distributed
+
+    distributed.init_from_env(config.device)  # under torchrun: data-parallel over the micro-batches
     from hookunlearn.interventions import INTERVENTIONS, get_intervention
 
     # options are checked before any loading: a typo is an error in a second, not after the model loads
@@ -417,7 +423,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
             raise HookunlearnError(
                 f"an interrupted run is staged at {stage}; continue it with --resume, or pass --force to start over."
             )
-        shutil.rmtree(stage)
+        if distributed.is_rank_zero():
+            shutil.rmtree(stage)
+    distributed.barrier()  # the staging directory is settled before any rank trains
 
     result = unlearn_model(
         model,
@@ -438,6 +446,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         stages=config.stages,
         world_dir=_world_dir(spec),
     )
+    if not distributed.is_rank_zero():  # every rank holds the same trained model; rank 0 writes it
+        distributed.barrier()
+        return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
     metadata = {
         "method": config.method,
         "method_options": result.method_config,
@@ -496,6 +507,7 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     if out.exists():
         shutil.rmtree(out)  # --force was checked before any work
     os.replace(stage, out)
+    distributed.barrier()
     return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
 
 
