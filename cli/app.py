@@ -11,9 +11,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from hookunlearn.cli.config import ConfigurableCommand
+from typer.core import TyperGroup
 
 from hookunlearn._version import __version__
 
@@ -31,8 +33,34 @@ Examples:
   hookunlearn recipes                                  named presets: hookunlearn unlearn --recipe NAME
 """
 
+
+class _Root(TyperGroup):
+    """The root command: a usage error (missing option, wrong type, an extra argument) is one
+    ``error:`` line first on stderr, like every other error, then where to find the usage."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # typer's (vendored) click errors: usage, bad values
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]  # the command's help, as before
+                sys.exit(exc.exit_code)
+            message = " ".join(exc.format_message().split()).rstrip(".") + "."
+            ctx = getattr(exc, "ctx", None)
+            where = f" See '{ctx.command_path} --help'." if ctx is not None else ""
+            typer.echo(f"error: {message}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="hookunlearn",
+    cls=_Root,
     help="Make a language model forget chosen knowledge by editing its internal activations, "
     "with sparse autoencoders showing where that knowledge lives.",
     epilog=EPILOG,
@@ -66,16 +94,36 @@ def _err(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
 
 
+EXIT_INTERRUPTED = 130
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a `HookunlearnError` into a one-line message and exit code 2 (no traceback)."""
-    from hookunlearn.errors import HookunlearnError
+    """Turn a `HookunlearnError` into a one-line message and exit code 2 (no traceback); Ctrl-C
+    into one line and exit code 130 (an error that says where a checkpoint was saved keeps its
+    ``exit_code``)."""
+    import warnings
+
+    from hookunlearn.errors import HookunlearnError, HookunlearnWarning
 
     try:
-        yield
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message: object, category: type[Warning], *args: object, **kwargs: object) -> None:
+                if issubclass(category, HookunlearnWarning):
+                    typer.echo(f"warning: {message}", err=True)
+                else:
+                    shown(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+            warnings.showwarning = show
+            yield
     except HookunlearnError as exc:
         _err(str(exc))
-        raise typer.Exit(code=EXIT_USER_ERROR) from None
+        raise typer.Exit(code=getattr(exc, "exit_code", EXIT_USER_ERROR)) from None
+    except KeyboardInterrupt:
+        _err("interrupted (Ctrl-C); no output was written (a command's output appears only when complete).")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
 
 
 def _version_callback(value: bool | None) -> bool | None:
@@ -409,8 +457,10 @@ def unlearn(
         from hookunlearn.options import parse_option
         from hookunlearn.pipeline.unlearn import UnlearnConfig
         from hookunlearn.pipeline.unlearn import unlearn as run_unlearn
-        from hookunlearn.train import TrainConfig
+        from hookunlearn.train import SCHEDULES, TrainConfig
 
+        if schedule not in SCHEDULES:  # before the typed config: a clear error, not a type error
+            raise HookunlearnError(f"--schedule {schedule!r}: choose one of {', '.join(SCHEDULES)}.")
         config = UnlearnConfig(
             out=out,
             method=method,
@@ -445,9 +495,16 @@ def unlearn(
             force=force,
             backend=backend,
         )
-        bar = tqdm(total=steps, unit="step", desc=f"unlearn [{method}]", disable=method in INTERVENTIONS)
+        bars: list[tqdm] = []  # made at the first step, so an error before training is stderr's first line
 
         def bar_update(record: dict) -> None:
+            if not bars:
+                bars.append(
+                    tqdm(
+                        total=steps, unit="step", desc=f"unlearn [{method}]", disable=method in INTERVENTIONS
+                    )
+                )
+            bar = bars[0]
             bar.n = record["step"]
             skip = ("step", "lr", "elapsed_s", "total")
             bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k not in skip}, refresh=False)
@@ -456,7 +513,8 @@ def unlearn(
         try:
             run = run_unlearn(config, progress=bar_update)
         finally:
-            bar.close()
+            for bar in bars:
+                bar.close()
         if run.kind == "intervention":
             typer.echo(
                 f"wrote intervention {out}: {method} {len(run.intervention.latents)} latents at "
@@ -467,6 +525,12 @@ def unlearn(
         _print_table(
             ["parameter", "relative change"], [(name, f"{value:.4f}") for name, value in run.changed.items()]
         )
+        cut = {side: n for side, n in run.truncated.items() if n}
+        if cut:
+            typer.echo(
+                "truncated to the token limit (--max-tokens or the model's context): "
+                + ", ".join(f"{n} {side} text(s)" for side, n in cut.items())
+            )
         typer.echo(
             f"wrote {out} ({'model/ = verified HF checkpoint, ' if run.exported else ''}train_log.jsonl, manifest.json)"
         )

@@ -93,8 +93,57 @@ def _section(data: dict[str, Any], key: str, source: str, ctx: Any, hint: str) -
                 f"{', '.join(sorted(names))}.",
                 param_hint=hint,
             )
-        values[name] = value
+        values[name] = _checked_value(ctx, name, value, f"{source}: [{key}] {raw}", hint)
     return values
+
+
+def _checked_value(ctx: Any, name: str, value: Any, label: str, hint: str) -> Any:
+    """``value`` checked by the option's own type now, so a wrong type names the file and table
+    (the value itself is kept: click converts it again when the command runs)."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    if isinstance(value, dict):
+        raise typer.BadParameter(f"{label}: {value!r} is a table; give a value.", param_hint=hint)
+    if value is None:
+        return value
+    descriptor = getattr(param, "type_descriptor", None)
+    if descriptor is not None and descriptor.annotation is bool and not isinstance(value, bool):
+        raise typer.BadParameter(f"{label}: {value!r} is not true or false.", param_hint=hint)
+    if not hasattr(param, "get_runtime_param"):
+        return value  # not a Typer parameter (--config, --recipe): click converts it later
+    try:
+        param.get_runtime_param().coerce(value, param=param, ctx=ctx)  # Typer 0.29's conversion
+    except typer.BadParameter as error:
+        raise typer.BadParameter(f"{label}: {error.format_message()}", param_hint=hint) from None
+    return value
+
+
+def check_tables(data: dict[str, Any], ctx: Any, source: str, hint: str) -> None:
+    """Every top-level table names a command (or is descriptive): a misspelt ``[unlaern]`` is an
+    error that suggests the command, not a table silently ignored."""
+    import difflib
+
+    root = ctx.find_root().command
+    commands = dict(getattr(root, "commands", {}))
+    known = set(commands) | DESCRIPTIVE_TABLES
+    for name, value in data.items():
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            raise typer.BadParameter(
+                f"{source}: [{name}] is not a command's table"
+                + (f" (did you mean [{close[0]}]?)" if close else "")
+                + f"; tables: {', '.join(sorted(known))}.",
+                param_hint=hint,
+            )
+        group = commands.get(name)
+        sub = getattr(group, "commands", None)
+        if sub is not None and isinstance(value, dict):
+            for inner, table in value.items():
+                if isinstance(table, dict) and inner not in sub:
+                    raise typer.BadParameter(
+                        f"{source}: [{name}.{inner}] is not a command's table; tables of [{name}]: "
+                        f"{', '.join(sorted(sub))}.",
+                        param_hint=hint,
+                    )
 
 
 def _refresh(ctx: Any) -> None:
@@ -106,6 +155,7 @@ def _on_config(ctx: Any, param: Any, value: str | None) -> None:
     if value is None:
         return
     data = read_config_file(value)
+    check_tables(data, ctx, str(value), "'--config'")
     meta = ctx.meta.setdefault(_META, {})
     meta["config_file"] = str(value)
     meta["config_values"] = _section(data, command_key(ctx), str(value), ctx, "'--config'")

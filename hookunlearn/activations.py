@@ -39,15 +39,20 @@ def tokenize_batch(
     *,
     prepend_bos: bool | None = None,
     max_tokens: int | None = None,
+    truncated: list[int] | None = None,
 ) -> tuple[Int[Tensor, "batch pos"], Bool[Tensor, "batch pos"]]:
-    """Right-padded tokens and a mask that is True on real, non-BOS tokens."""
+    """Right-padded tokens and a mask that is True on real, non-BOS tokens; ``truncated`` (when
+    given) gets the number of texts cut to fit ``max_tokens`` / the context appended."""
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise DataError("the model has no tokenizer; load it with hookunlearn.models.load_model.")
     use_bos = model.cfg.default_prepend_bos if prepend_bos is None else prepend_bos
     bos = [tokenizer.bos_token_id] if use_bos and tokenizer.bos_token_id is not None else []
     limit = min(max_tokens or model.cfg.n_ctx, model.cfg.n_ctx) - len(bos)
-    rows = [bos + list(tokenizer(text, add_special_tokens=False)["input_ids"])[:limit] for text in texts]
+    encoded = [list(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    if truncated is not None:
+        truncated.append(sum(len(ids) > limit for ids in encoded))
+    rows = [bos + ids[:limit] for ids in encoded]
     width = max(len(row) for row in rows)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -13,6 +13,7 @@ when the caller passes ``force=True`` (the CLI's ``--force``).
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hookunlearn import faults
 from hookunlearn.errors import ArtifactError, IncompatibleArtifactError
 from hookunlearn.runconfig import current_run_config
 
@@ -173,14 +175,37 @@ def _json_default(value: Any) -> Any:
 def check_can_write(out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
     """Fail early (before any work) when ``out_dir`` exists and ``force`` is not set."""
     out = Path(out_dir)
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ArtifactError(f"output {out}: {parent} is a file, not a directory; choose another output path.")
+    if parent is not None and not out.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"output {out}: {parent} is not writable; choose another output location.")
     if out.exists() and not out.is_dir():
         raise ArtifactError(f"output {out}: exists and is not a directory; choose another output path.")
     if out.exists() and not force:
         raise ArtifactError(
-            f"output directory {out} already exists; pass --force (force=True) to replace it, "
+            f"output directory {out} already exists; pass --force to replace it, "
             "or choose another output directory."
         )
     return out
+
+
+def check_not_input(
+    out_dir: str | os.PathLike[str], inputs: Mapping[str, str | os.PathLike[str] | None]
+) -> None:
+    """Refuse an output that is one of the inputs, or holds one, or sits inside one (``--force``
+    would replace what the run reads); ``inputs``: label (e.g. ``SELECTION_DIR``) -> path."""
+    out = Path(out_dir).resolve()
+    for label, given in inputs.items():
+        if given is None or not Path(given).exists():
+            continue  # a spec that is not a local path (world, a hub id)
+        path = Path(given).resolve()
+        if out == path or out in path.parents or path in out.parents:
+            relation = "is" if out == path else "holds" if out in path.parents else "is inside"
+            raise ArtifactError(
+                f"output {out_dir} {relation} the input {label} {given}; writing it would replace what "
+                "the run reads. Choose another output directory."
+            )
 
 
 @contextmanager
@@ -191,18 +216,59 @@ def run_directory(out_dir: str | os.PathLike[str], *, force: bool = False) -> It
     (absent, or the previous run's content when ``force`` was given).
     """
     out = check_can_write(out_dir, force=force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
+    except OSError as exc:
+        raise _write_error(out, exc) from None
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary directory
     try:
         yield tmp
-    except BaseException:
+        _ordinary_modes(tmp, umask)
+        faults.reached("rename")
+        _replace_dir(tmp, out)
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise _write_error(out, exc) from None
         raise
-    _ordinary_modes(tmp, umask)
-    _replace_dir(tmp, out)
+
+
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
+"""Errors of the output location (full disk, read-only, not a directory): user errors, not bugs."""
+
+
+def _write_error(out: Path, exc: OSError) -> ArtifactError:
+    what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
+        exc.errno or 0, exc.strerror or str(exc)
+    )
+    return ArtifactError(
+        f"output {out}: could not write ({what}: {exc.filename or out.parent}); nothing was written "
+        f"and {'the previous ' + out.name + ' is unchanged' if out.exists() else 'no output was left'}. "
+        "Free space or choose another output location."
+    )
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Remove staging directories of ``out`` left by a killed process (its pid is in the name and
+    no longer runs); a live writer's are left alone."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.removeprefix(f".{out.name}.partial-").split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's live process
+        return True
+    return True
 
 
 def _ordinary_modes(directory: Path, umask: int) -> None:
@@ -331,10 +397,16 @@ def check_compatible(
     if model is not None and manifest.model is not None:
         for key in ("config_fingerprint", "processing"):
             if key in manifest.model and key in model and manifest.model[key] != model[key]:
+                made, given = manifest.model.get("spec"), model.get("spec")
+                which = (
+                    f"both are called {made!r}, but they are different models (e.g. two worlds, or a "
+                    "checkpoint that changed since)"
+                    if made == given
+                    else f"made with model {made!r}; given {given!r}"
+                )
                 raise IncompatibleArtifactError(
                     f"{source} was made for another model: field 'model.{key}' is "
-                    f"{manifest.model[key]!r} there but {model[key]!r} for the model given "
-                    f"(made with model {manifest.model.get('spec')!r}; given {model.get('spec')!r}). "
+                    f"{manifest.model[key]!r} there but {model[key]!r} for the model given ({which}). "
                     "Use the same model and weight processing, or re-run the earlier command."
                 )
     if saes is not None and manifest.saes:

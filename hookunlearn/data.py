@@ -51,7 +51,7 @@ def _load_local(path: Path) -> list[dict[str, Any]]:
     if path.stat().st_size == 0:
         raise DataError(f"data file {path} is empty.")
     if fmt == "text":
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        lines = [line for line in read_text_file(path).splitlines() if line.strip()]
         if not lines:
             raise DataError(f"data file {path} has no non-empty lines.")
         return [{"text": line} for line in lines]
@@ -72,9 +72,37 @@ def _load_local(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def read_text_file(path: Path) -> str:
+    """The file's text as UTF-8; other bytes are a `DataError` naming the file and the byte offset."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"data file {path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, "
+            f"line {line}); save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+        ) from None
+
+
+def check_data_spec(spec: str, label: str) -> None:
+    """Read a local or plug-in data file now (missing, a directory, not UTF-8, invalid JSON, empty:
+    a `DataError` naming ``label``); hub ids are left to the loader. Records are 1-based."""
+    from hookunlearn.sources import resolve
+
+    plugin_path = resolve(spec, "data")
+    path = Path(plugin_path) if plugin_path is not None else Path(spec)
+    if plugin_path is None and path.suffix.lower() not in _LOCAL_FORMATS and not path.exists():
+        return  # a hub id (or an error the loader words)
+    try:
+        _load_local(path)
+    except DataError as exc:
+        raise DataError(f"{label}: {exc}") from None
+
+
 def _read_json(path: Path) -> list[dict[str, Any]]:
     """JSON Lines (one object per line), or one JSON array of objects; read without a cache."""
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path)
     records: list[Any] = []
     try:
         if text.lstrip().startswith("["):
@@ -94,7 +122,7 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"data file {path} has no records.")
     bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
     if bad is not None:
-        raise DataError(f"data file {path}: record {bad} is not a JSON object.")
+        raise DataError(f"data file {path}: record {bad + 1} is not a JSON object.")
     return records
 
 
@@ -136,7 +164,7 @@ def load_texts(spec: str | os.PathLike[str], column: str = "text") -> list[str]:
     texts = [record[column] for record in records]
     bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
     if bad is not None:
-        raise DataError(f"{spec}: column {column!r} of record {bad} is not text.")
+        raise DataError(f"{spec}: column {column!r} of record {bad + 1} is not text.")
     texts = [text for text in texts if text.strip()]
     if not texts:
         raise DataError(f"{spec}: column {column!r} has no non-empty text.")
@@ -151,6 +179,6 @@ def require_columns(records: Sequence[dict[str, Any]], columns: Sequence[str], s
         missing = [column for column in columns if column not in record]
         if missing:
             raise DataError(
-                f"{source}: record {index} lacks column(s) {', '.join(missing)}; "
+                f"{source}: record {index + 1} lacks column(s) {', '.join(missing)}; "
                 f"expected columns: {', '.join(columns)} (found: {', '.join(record)})."
             )

@@ -43,7 +43,7 @@ def parse_entity_prompts(
         if not records:
             raise DataError(f"{source}: no rows with template {template!r}.")
     prompts = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=1):
         missing = [c for c in ("prompt", "set") if c not in record]
         if missing or ("entity_end_char" not in record and "entity" not in record):
             raise DataError(

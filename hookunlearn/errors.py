@@ -31,3 +31,11 @@ class IncompatibleArtifactError(ArtifactError):
 
 class DataError(HookunlearnError):
     """A dataset or file is missing, empty, or lacks the expected columns."""
+
+
+class HookunlearnWarning(UserWarning):
+    """Something a user should know that does not stop the run (the CLI prints ``warning: ...``)."""
+
+
+class SAEModelWarning(HookunlearnWarning):
+    """An SAE's config names another model than the one it is loaded into (hook and width fit)."""

@@ -85,6 +85,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from hookunlearn import faults
 from hookunlearn.architectures import HF_CLASSES, SUPPORTED_MODEL_TYPES, architecture_for_tl
 from hookunlearn.architectures.base import (
     _BUFFER_SUFFIXES,
@@ -573,8 +574,13 @@ def _check_tokenizer(
 ) -> bool | None:
     """Whether the written tokenizer encodes the probe texts as the model's does (None: nothing to
     compare), and, when ``adds_bos`` is given, prepends BOS with its defaults exactly when told."""
-    if expected is None or not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+    if expected is None:
         return None
+    if not any((directory / name).is_file() for name in _TOKENIZER_FILES):
+        raise ExportError(
+            f"{label}: no tokenizer was written (none of tokenizer.json, tokenizer_config.json); pass "
+            "the model's tokenizer as tokenizer= or a source_dir that holds its files."
+        )
     try:
         with quiet_libraries():
             written = AutoTokenizer.from_pretrained(directory, local_files_only=True)
@@ -583,6 +589,15 @@ def _check_tokenizer(
     for text in texts:
         ours = written(text, add_special_tokens=False)["input_ids"]
         theirs = expected(text, add_special_tokens=False)["input_ids"]
+        # both ways: text -> ids -> text must give the text back (a tokenizer that lost its
+        # vocabulary encodes everything as one unknown token, identically on both sides)
+        decoded = written.decode(ours, skip_special_tokens=True)
+        if " ".join(decoded.split()) != " ".join(text.split()):
+            raise ExportError(
+                f"{label}: the written tokenizer does not round-trip {text!r} (ids {ours[:12]}... decode "
+                f"to {decoded[:60]!r}); its vocabulary is missing or wrong. Pass the model's tokenizer "
+                "as tokenizer= (or its checkpoint, with its tokenizer files, as source_dir)."
+            )
         if ours != theirs:
             raise ExportError(
                 f"{label}: the written tokenizer encodes {text!r} as {ours[:12]}..., the model's as "
@@ -831,6 +846,7 @@ def export_model(
         config.save_pretrained(tmp)
         _write_generation_config(tmp, config, source)
         weight_files = _save_state_dict(tensors, tmp)
+        faults.reached("export")  # a crash here must leave no checkpoint behind
         tokenizer_origin = _write_tokenizer(tmp, tokenizer, source, model)
         adds_bos, expects_bos, tokenizer_notes = _portable_tokenizer(
             tmp, model, config, model_tokenizer, add_bos, label

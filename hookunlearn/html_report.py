@@ -73,7 +73,7 @@ def write_html_report(
     target = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     if target.exists() and not force:
         raise ArtifactError(
-            f"output {target} already exists; pass --force (force=True) to replace it, or choose another --out."
+            f"output {target} already exists; pass --force to replace it, or choose another --out."
         )
     try:
         page = render_run(run_dir)
@@ -558,17 +558,48 @@ def latent_activity(report: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     name, result = found
     sides = {}
+    per_latent = {}
     for label, key in (("base", "baseline"), ("unlearned", "evaluated"), ("oracle", "oracle")):
         other = ((report.get(key) or {}).get("results") or {}).get(name) if report.get(key) else None
         if other:
             metrics = other.get("metrics") or {}
             sides[label] = {side: metrics.get(f"latent_activity[{side}]") for side in ("forget", "retain")}
+            if (other.get("details") or {}).get("latent_activity_per_latent"):
+                per_latent[label] = other["details"]["latent_activity_per_latent"]
     return {
         "suite": name,
         "hook": result["details"].get("hook"),
         "latents": list(result["details"]["latents"]),
         "activity": sides,
+        "per_latent": per_latent,
     }
+
+
+def _per_latent_rows(activity: Mapping[str, Any], shown: int) -> list[tuple[Any, ...]]:
+    """(latent, base / unlearned / oracle activity on the forget side, change, retain-side change),
+    the latents most active on the base model first."""
+    per = activity.get("per_latent") or {}
+    if "unlearned" not in per:
+        return []
+
+    def value(label: str, side: str, latent: str) -> float | None:
+        found = ((per.get(label) or {}).get(side) or {}).get(latent)
+        return float(found) if isinstance(found, int | float) else None
+
+    latents = [str(latent) for latent in activity["latents"]]
+    order = sorted(
+        latents, key=lambda k: -(value("base", "forget", k) or value("unlearned", "forget", k) or 0.0)
+    )
+    rows = []
+    for latent in order[:shown]:
+        base, after, oracle = (value(label, "forget", latent) for label in ("base", "unlearned", "oracle"))
+        base_r, after_r = value("base", "retain", latent), value("unlearned", "retain", latent)
+        rows.append((
+            latent, base, after, oracle,
+            after - base if after is not None and base is not None else None,
+            after_r - base_r if after_r is not None and base_r is not None else None,
+        ))  # fmt: skip
+    return rows
 
 
 def _latent_activity_section(directory: Path, report: Mapping[str, Any]) -> list[str]:
@@ -598,6 +629,16 @@ def _latent_activity_section(directory: Path, report: Mapping[str, Any]) -> list
         _table(["model", "forget side", "retain side"], table_rows),
         svg_bars(labels, series, title="selected-latent activity", width=460),
     ]
+    latent_rows = _per_latent_rows(activity, CARDS_SHOWN)
+    if latent_rows:
+        body += [
+            "<h3>Each latent</h3>",
+            '<p class="meta">each latent\'s mean activation on the forget side, most active on the base model '
+            "first, and the change of its mean on the retain side.</p>",
+            _table(
+                ["latent", "base", "unlearned", "oracle", "change (forget)", "change (retain)"], latent_rows
+            ),
+        ]
     subspace_dir = _resolve((report.get("options") or {}).get("subspace"), directory)
     selection_dir = None
     layer = None

@@ -499,8 +499,24 @@ def _load_local(
     return model, model_type
 
 
+def _manifest_kind(path: Path) -> str | None:
+    try:
+        kind = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def _read_model_type(path: Path) -> str:
     config_file = path / "config.json"
+    if not config_file.is_file() and (path / "manifest.json").is_file():
+        kind = _manifest_kind(path)
+        hint = {
+            "intervention": "it is an inference-time intervention, not a model: pass it as "
+            "--intervention DIR and the model it applies to as the model",
+            "unlearned": f"it is an unlearn run: its checkpoint is {path / 'model'}",
+        }.get(kind or "", "it is a hookunlearn run directory, not a model")
+        raise ModelLoadError(f"model directory '{path}' has no config.json; {hint}.")
     if not config_file.is_file():
         raise ModelLoadError(
             f"model directory '{path}' has no config.json, so it is not a Hugging Face checkpoint. "
@@ -520,7 +536,25 @@ def _read_model_type(path: Path) -> str:
     return model_type
 
 
+TOKENIZER_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+)
+"""Files one of which a checkpoint's tokenizer needs (without them transformers may build an
+empty tokenizer that encodes everything as one token)."""
+
+
 def _load_tokenizer(path: Path, trust_remote_code: bool) -> transformers.PreTrainedTokenizerBase:
+    if path.is_dir() and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelLoadError(
+            f"model directory '{path}' has no tokenizer: none of {', '.join(TOKENIZER_FILES[:2])} (or "
+            f"{', '.join(TOKENIZER_FILES[2:])}) is there. Copy the tokenizer files of the model it came "
+            "from beside the weights (tokenizer.save_pretrained(dir))."
+        )
     try:
         with quiet_libraries():
             return AutoTokenizer.from_pretrained(

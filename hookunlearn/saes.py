@@ -44,7 +44,7 @@ from safetensors import SafetensorError, safe_open
 
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.dtypes import dtype_by_name
-from hookunlearn.errors import SAELoadError
+from hookunlearn.errors import SAELoadError, SAEModelWarning
 from hookunlearn.hooks import hook_layer
 from hookunlearn.processing import WeightProcessing, flags_affecting_hook
 
@@ -474,7 +474,7 @@ def _download_error(spec: str, lookup: PretrainedSAELookup, exc: BaseException) 
     return SAELoadError(
         f"could not download SAE {spec!r} from the Hugging Face Hub (repo {lookup.repo_id}): {why} "
         f"({type(exc).__name__}). Download it where there is network and pass the local SAELens "
-        "directory as the spec, or pass converter= to read the weights from disk."
+        "directory as the spec (in Python, converter= can also read the weights from disk)."
     )
 
 
@@ -524,6 +524,22 @@ def _check_config_fits(
             f"{width} (d_model={model.cfg.d_model}).{origin} Use an SAE trained on this model."
         )
 
+    trained_on = cfg.metadata.model_name
+    model_name = getattr(model.cfg, "model_name", None)
+    if (
+        _named_model(trained_on)
+        and _named_model(model_name)
+        and _named_model(trained_on) != _named_model(model_name)
+    ):
+        warnings.warn(
+            SAEModelWarning(
+                f"SAE {label} was trained on {trained_on!r} (cfg.json metadata.model_name), this model is "
+                f"{model_name!r}: its hook and width fit, but its latents may mean nothing here. Use an SAE "
+                "trained on this model (or fix metadata.model_name if it is)."
+            ),
+            stacklevel=3,
+        )
+
     expected = WeightProcessing.from_kwargs(cfg.metadata.model_from_pretrained_kwargs)
     relevant = flags_affecting_hook(hook_name)
     mismatched = [flag for flag in expected.differences(processing) if flag in relevant]
@@ -540,6 +556,20 @@ def _check_config_fits(
             f"Load the model with processing='{fix}' (CLI: --processing {fix}), or use an SAE trained "
             "with the model's processing."
         )
+
+
+_GENERIC_MODEL_NAMES = frozenset({"", "model", "none", "unknown", "hookedtransformer"})
+
+
+def _named_model(name: object) -> str | None:
+    """A model name as SAELens and TransformerLens spell it, comparable (None: no real name)."""
+    if not isinstance(name, str):
+        return None
+    from transformer_lens.loading_from_pretrained import make_model_alias_map
+
+    name = make_model_alias_map().get(name.strip().lower(), name)  # gpt2-small and gpt2 are one model
+    short = name.strip().rstrip("/").split("/")[-1].lower()
+    return None if short in _GENERIC_MODEL_NAMES else short
 
 
 def _unknown_hook_message(hook_name: str, model: LanguageModel, subject: str) -> str:

@@ -34,6 +34,8 @@ class TokenData:
 
     tokens: Int[Tensor, "n pos"]
     mask: Bool[Tensor, "n pos"]
+    truncated: int = 0
+    """Texts cut to fit the token limit (``max_tokens`` or the model's context)."""
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -43,21 +45,18 @@ class TokenData:
         return Batch(self.tokens[index, :width], self.mask[index, :width], index)
 
 
-def tokenize_texts(
-    model: LanguageModel, texts: Sequence[str], max_tokens: int | None = None
-) -> TokenData:
+def tokenize_texts(model: LanguageModel, texts: Sequence[str], max_tokens: int | None = None) -> TokenData:
     """Corpus rows: BOS + text tokens, every real non-BOS token counts."""
     from hookunlearn.activations import tokenize_batch
 
     if not texts:
         raise HookunlearnError("an unlearning dataset is empty.")
-    tokens, mask = tokenize_batch(model, list(texts), max_tokens=max_tokens)
-    return TokenData(tokens, mask)
+    cut: list[int] = []
+    tokens, mask = tokenize_batch(model, list(texts), max_tokens=max_tokens, truncated=cut)
+    return TokenData(tokens, mask, truncated=sum(cut))
 
 
-def tokenize_span_ends(
-    model: LanguageModel, prompts: Sequence[str], span_ends: Sequence[int]
-) -> TokenData:
+def tokenize_span_ends(model: LanguageModel, prompts: Sequence[str], span_ends: Sequence[int]) -> TokenData:
     """Entity prompts: the loss reads only the last token of each entity name."""
     from hookunlearn.activations import last_token_of_span, tokenize_batch
 
@@ -97,7 +96,7 @@ def concat_token_data(parts: Sequence[TokenData]) -> TokenData:
     mask = torch.cat(
         [torch.nn.functional.pad(part.mask, (0, width - part.mask.shape[1]), value=False) for part in parts]
     )
-    return TokenData(tokens, mask)
+    return TokenData(tokens, mask, truncated=sum(part.truncated for part in parts))
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Int[Tensor, " b"]:

@@ -19,16 +19,19 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from hookunlearn import distributed
+from hookunlearn import distributed, faults
 from hookunlearn.backends import backend_of
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.errors import HookunlearnError
@@ -77,6 +80,33 @@ class TrainConfig:
     log_every: int = 1
     checkpoint_every: int = 0
     """Write a resumable checkpoint every N steps (0: no checkpoints)."""
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise HookunlearnError(f"--schedule {self.schedule!r}: choose one of {', '.join(SCHEDULES)}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise HookunlearnError(
+                f"--lr {self.lr}: the learning rate must be a finite number > 0, e.g. 5e-3."
+            )
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise HookunlearnError(
+                f"--grad-clip {self.grad_clip}: give a finite norm > 0 (or 0 for no clipping)."
+            )
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise HookunlearnError(f"weight_decay {self.weight_decay}: give a finite number >= 0.")
+        for name, least in (("steps", 1), ("batch_size", 1), ("grad_accum", 1), ("log_every", 1)):
+            if getattr(self, name) < least:
+                raise HookunlearnError(
+                    f"--{name.replace('_', '-')} {getattr(self, name)}: give at least {least}."
+                )
+        for name in ("warmup_steps", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise HookunlearnError(f"--{name.replace('_', '-')} {getattr(self, name)}: give 0 or more.")
+
+
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear")
+RESUME_IGNORES: frozenset[str] = frozenset({"checkpoint_every", "log_every"})
+"""TrainConfig fields that do not change a run's result (resume may change them)."""
 
 
 def trainable_parameters(
@@ -158,6 +188,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
         self.log: list[dict[str, Any]] = []
+        self.last_checkpoint: int | None = None
+        """The step of the newest checkpoint on disk (written or resumed from), if any."""
 
     def _lr_factor(self, step: int) -> float:
         config = self.config
@@ -259,9 +291,17 @@ class Trainer:
         gradient_stage = next((stage for stage in self.stages if stage.computes_gradient), None)
         for stage in self.stages:
             stage.setup(self)
+        elapsed_before = 0.0
+        if out_dir is not None and self.step > 0:
+            # resumed: keep the log up to the checkpoint's step (rows after it are redone)
+            self.log = _log_until(out_dir / "train_log.jsonl", self.step)
+            elapsed_before = float(self.log[-1].get("elapsed_s", 0.0)) if self.log else 0.0
         log_file = (out_dir / "train_log.jsonl").open("a", encoding="utf-8") if out_dir else None
+        interrupt = _DeferredInterrupt()
         try:
             while self.step < config.steps:
+                if interrupt.requested:
+                    raise self._interrupted(out_dir)
                 step = self.step
                 good = {name: p.detach().clone() for name, p in self.params.items()}
                 forget_index = batch_indices(len(self.forget), config.batch_size, step, config.seed)
@@ -328,7 +368,7 @@ class Trainer:
                     "step": self.step,
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "grad_norm": grad_norm,
-                    "elapsed_s": time.perf_counter() - start_time,
+                    "elapsed_s": elapsed_before + time.perf_counter() - start_time,
                     **terms,
                 }
                 self.log.append(record)
@@ -344,6 +384,7 @@ class Trainer:
                 ):
                     self.save_checkpoint(out_dir / "checkpoints")
         finally:
+            interrupt.restore()
             if log_file is not None:
                 log_file.close()
         for param in self.params.values():
@@ -363,10 +404,37 @@ class Trainer:
         """Restore the last good weights; the error to raise."""
         for name, p in self.params.items():
             p.copy_(good[name])
-        return TrainingDivergedError(
-            f"{what} at step {step}; the run stopped and the weights were restored to the last good step "
-            f"(the last checkpoint on disk is intact). Lower {lower}."
+        saved = self.last_checkpoint
+        where = (
+            f"the checkpoint of step {saved} on disk is intact"
+            if saved is not None
+            else "no checkpoint was written; start over"
         )
+        return TrainingDivergedError(
+            f"{what} at step {step + 1}; the run stopped and the weights were restored to the last good step "
+            f"({where}). Lower {lower}."
+        )
+
+    def _interrupted(self, out_dir: Path | None) -> RunInterrupted:
+        """Ctrl-C between two steps: save a checkpoint of the last finished step; the error to raise."""
+        if out_dir is None:
+            return RunInterrupted(
+                f"interrupted at step {self.step} of {self.config.steps}; nothing was saved."
+            )
+        if self.last_checkpoint != self.step and self.step > 0:
+            self.save_checkpoint(out_dir / "checkpoints")
+        if self.last_checkpoint is None:
+            return RunInterrupted(
+                f"interrupted before the first step; nothing to resume in {out_dir} (start over with --force)."
+            )
+        return RunInterrupted(
+            f"interrupted at step {self.step} of {self.config.steps}; checkpoint saved in "
+            f"{out_dir / 'checkpoints'}; continue with the same command and --resume."
+        )
+
+    def _method_record(self) -> dict[str, Any]:
+        config = getattr(self.objective, "config", None)
+        return asdict(config) if config is not None and is_dataclass(config) else {}
 
     def _stage_record(self) -> list[dict[str, Any]]:
         return [{"name": stage.name, "config": asdict(stage.config)} for stage in self.stages]
@@ -392,8 +460,11 @@ class Trainer:
                     "config": asdict(self.config),
                     "params": names,
                     "stages": self._stage_record(),
+                    "method": self._method_record(),
                 },
             )
+        self.last_checkpoint = self.step
+        faults.reached("checkpoint")
         return target
 
     def load_checkpoint(self, directory: Path) -> int:
@@ -404,7 +475,19 @@ class Trainer:
         if not candidates:
             raise HookunlearnError(f"--resume: no checkpoint in {directory}.")
         latest = candidates[-1]
-        state = json.loads((latest / "state.json").read_text())
+        try:
+            state = json.loads((latest / "state.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HookunlearnError(
+                f"--resume: checkpoint {latest}/state.json is unreadable ({exc}); start over with --force."
+            ) from None
+        differ = _resume_mismatch(state.get("config", {}), asdict(self.config))
+        differ += _resume_mismatch(state.get("method", {}), self._method_record(), prefix="-o ")
+        if differ:
+            raise HookunlearnError(
+                f"--resume: checkpoint {latest} was trained with other settings: {'; '.join(differ)}. "
+                "Resume with the checkpoint's settings, or start over with --force."
+            )
         if state["params"] != list(self.params):
             raise HookunlearnError(
                 f"checkpoint {latest} trained other parameters ({state['params']}); cannot resume."
@@ -429,9 +512,72 @@ class Trainer:
                 optim_state["state"][index] = entries
         self.optimizer.load_state_dict(optim_state)
         self.step = int(state["step"])
+        self.last_checkpoint = self.step
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, self._lr_factor, last_epoch=self.step - 1
         )
         for group, lr in zip(self.optimizer.param_groups, self.scheduler.get_last_lr(), strict=True):
             group["lr"] = lr
         return self.step
+
+
+class RunInterrupted(HookunlearnError):
+    """The run was interrupted (Ctrl-C); a checkpoint of the last finished step was saved."""
+
+    exit_code = 130
+
+
+class _DeferredInterrupt:
+    """The first Ctrl-C (SIGINT) is recorded and acted on between two steps, so a checkpoint is
+    always of a finished step; a second one interrupts at once. Only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # not the main interpreter
+                self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _resume_mismatch(stored: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
+    """``name: checkpoint X, now Y`` for each setting that changes the result and differs (compared
+    as JSON, so tuples match the checkpoint's lists). More steps at a constant rate only extend
+    the run; under a schedule they change every step's rate."""
+    given = json.loads(json.dumps(given))
+    ignored = set(RESUME_IGNORES)
+    if stored.get("schedule", "constant") == "constant" and given.get("schedule", "constant") == "constant":
+        ignored.add("steps")
+    return [
+        f"{prefix}{name}: checkpoint {stored[name]!r}, now {given[name]!r}"
+        for name in sorted(set(stored) & set(given) - ignored)
+        if stored[name] != given[name]
+    ]
+
+
+def _log_until(path: Path, step: int) -> list[dict[str, Any]]:
+    """The rows of ``path`` up to ``step``; the file is rewritten to hold just those (atomically)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a row cut by a crash: everything after it is redone
+        if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+            rows.append(row)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, path)
+    return rows

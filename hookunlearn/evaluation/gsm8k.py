@@ -64,7 +64,7 @@ def parse_problems(records: Sequence[Mapping[str, Any]], source: str) -> list[GS
     """Validate records in the ``openai/gsm8k`` schema (``question``, ``answer`` text)."""
     require_columns(list(records), ["question", "answer"], source)
     problems = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=1):
         for column in ("question", "answer"):
             if not isinstance(record[column], str) or not record[column].strip():
                 raise DataError(

@@ -34,7 +34,7 @@ class QAItem:
 def parse_qa(records: Sequence[Mapping[str, Any]], source: str) -> list[QAItem]:
     require_columns(list(records), ["prompt", "answer", "entity", "split"], source)
     items = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=1):
         for column in ("prompt", "answer"):
             if not isinstance(record[column], str) or not record[column].strip():
                 raise DataError(f"{source}: record {index} has an empty or non-text {column!r}.")

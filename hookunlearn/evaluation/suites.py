@@ -192,11 +192,24 @@ class Suite:
     """Whether a stored result can stand for the base model in a later report (False when the
     result depends on more than the suite's config, e.g. the probe's subspace)."""
 
-    def __init__(self, config: Any, explicit: frozenset[str] = frozenset()) -> None:
+    def __init__(self, config: Any, explicit: frozenset[str] = frozenset(), label: str | None = None) -> None:
         self.config = config
         self.explicit = explicit
         """Config fields the user set (``NAME:key=value``); shared options such as ``--seed``
         and ``--limit`` leave these alone."""
+        self.label = label
+        """The name given with ``name=`` (every suite takes it), which names it in the report."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("instance_name")
+        if own is not None:  # ``name=`` wins over every suite's own naming
+
+            def named(self: Suite, _own: Any = own) -> str:
+                return self.label or _own(self)
+
+            named.__doc__ = own.__doc__
+            cls.instance_name = named  # type: ignore[method-assign]
 
     def with_defaults(self, **values: Any) -> None:
         """Set config fields the user did not set explicitly (the fields the config has)."""
@@ -207,12 +220,14 @@ class Suite:
 
     def instance_name(self) -> str:
         """How this suite is named in a report (suites with a data spec name it after the data)."""
-        return self.name
+        return self.label or self.name
 
     def check(self) -> None:
         """Raise `HookunlearnError` for inputs a user can fix that are known before any model is
         loaded (a missing file, an unknown task); ``eval`` calls it for every suite first, so a
-        bad input never throws away the suites that ran before it. Default: nothing to check."""
+        bad input never throws away the suites that ran before it. Default: every local or
+        plug-in data file the config names is read now (missing, a directory, not UTF-8, bad JSON)."""
+        check_data_fields(self)
 
     def run(self, model: LanguageModel, context: EvalContext) -> SuiteResult:
         start = time.perf_counter()
@@ -337,6 +352,20 @@ def make_config(suite: type[Suite], options: Mapping[str, Any]) -> Any:
         raise HookunlearnError(f"suite {suite.name!r}: {error}.") from None
 
 
+def check_data_fields(suite: Suite) -> None:
+    """Read each text field of ``suite``'s config that names a local or plug-in data file."""
+    from hookunlearn.data import check_data_spec
+
+    for f in dataclasses.fields(suite.config):
+        value = getattr(suite.config, f.name)
+        if isinstance(value, str) and value and ("data" in f.name or f.name in _DATA_FIELDS):
+            check_data_spec(value, f"suite {suite.instance_name()} {f.name}={value}")
+
+
+_DATA_FIELDS = frozenset({"entities", "members", "nonmembers", "forget_texts"})
+"""Config fields that name data without ``data`` in their name."""
+
+
 def parse_suite_spec(text: str) -> Suite:
     """``NAME`` or ``NAME:key=value,key=value`` -> a configured suite.
 
@@ -349,7 +378,12 @@ def parse_suite_spec(text: str) -> Suite:
         if not sep or not key.strip():
             raise HookunlearnError(f"--suite {text!r}: options are KEY=VALUE separated by commas.")
         options[key.strip()] = value.strip()
-    return suite(make_config(suite, options), frozenset(options))
+    label = None
+    if "name" in options and "name" not in {f.name for f in dataclasses.fields(suite.Config)}:
+        label = options.pop("name")  # every suite takes name=; for most it is not a config field
+        if not label:
+            raise HookunlearnError(f"--suite {text!r}: name= needs a value.")
+    return suite(make_config(suite, options), frozenset(options), label=label)
 
 
 __all__ = [

@@ -65,7 +65,7 @@ def parse_items(records: Sequence[Mapping[str, Any]], source: str, targets: str)
     """Validate ``question`` and the ``targets`` column (``mc1_targets`` or ``mc2_targets``)."""
     require_columns(list(records), ["question", targets], source)
     items = []
-    for index, record in enumerate(records):
+    for index, record in enumerate(records, start=1):
         question, target = record["question"], record[targets]
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"{source}: record {index} has an empty or non-text 'question'.")

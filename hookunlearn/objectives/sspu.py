@@ -67,8 +67,10 @@ class SSPU(Objective):
             return None
         total = torch.zeros(())
         for name, param in params.items():
-            delta = _model_space_side(name, param - initial[name], self.context.d_model)
-            total = total + ((delta @ self.complement.to(delta.device)) ** 2).sum()
+            # in float32 whatever the model's dtype: the projector is float32, and a bf16 sum of
+            # squares loses the small deviations the penalty is about
+            delta = _model_space_side(name, param.float() - initial[name].float(), self.context.d_model)
+            total = total.to(delta.device) + ((delta @ self.complement.to(delta.device)) ** 2).sum()
         return self.config.lam * total
 
     @torch.no_grad()
@@ -76,8 +78,8 @@ class SSPU(Objective):
         if self.config.regularizer != "hard":
             return
         for name, param in params.items():
-            delta = _model_space_side(name, param - initial[name], self.context.d_model)
-            param.copy_(initial[name] + delta @ self.relevant_projector.to(delta.device))
+            delta = _model_space_side(name, param.float() - initial[name].float(), self.context.d_model)
+            param.copy_(initial[name].float() + delta @ self.relevant_projector.to(delta.device))
 
     def state(self) -> dict[str, Tensor]:
         return {"control_vector": self.control}

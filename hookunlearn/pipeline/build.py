@@ -37,7 +37,7 @@ class BuildResult:
 
 
 def build(config: BuildConfig) -> BuildResult:
-    from hookunlearn.artifacts import check_can_write, check_compatible, read_manifest
+    from hookunlearn.artifacts import check_can_write, check_compatible, check_not_input, read_manifest
     from hookunlearn.models import load_model, model_info
     from hookunlearn.saes import load_sae
     from hookunlearn.selection import Selection
@@ -45,6 +45,7 @@ def build(config: BuildConfig) -> BuildResult:
 
     if config.out is not None:
         check_can_write(config.out, force=config.force)
+        check_not_input(config.out, {"SELECTION_DIR": config.selection, "--model": config.model})
     manifest = read_manifest(config.selection, kind="selection")
     selection = Selection.load(config.selection)
     chosen_layer = selection.chosen_layer if config.layer is None else config.layer

@@ -95,6 +95,13 @@ def build_suites(config: EvalConfig) -> list[Suite]:
     shared = {k: v for k, v in (("limit", config.limit), ("seed", config.seed)) if v is not None}
     for item in suites:
         item.with_defaults(**shared)
+    names = [item.instance_name() for item in suites]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise HookunlearnError(
+            f"two suites are both named {', '.join(map(repr, clashes))} (the same suite on the same data); "
+            "give one of them another name, e.g. --suite 'relearn:forget_split=unknown,name=relearn_unknown'."
+        )
     for item in suites:
         item.check()  # every input a user can fix, before any model is loaded
     return suites
@@ -159,7 +166,19 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             "pass --out DIR (or leave out --log-samples)."
         )
     if config.out is not None:
+        from hookunlearn.artifacts import check_not_input
+
         check_can_write(config.out, force=config.force)
+        check_not_input(
+            config.out,
+            {
+                "MODEL": config.model,
+                "--baseline": config.baseline,
+                "--oracle": config.oracle,
+                "--subspace": config.subspace,
+                "--intervention": config.intervention,
+            },
+        )
     suites = build_suites(config)
     from hookunlearn import distributed
 
@@ -185,8 +204,8 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
         )
 
     oracle_spec = resolve_oracle(config)
-    base_arg = reference(config.baseline)
-    oracle_arg = reference(oracle_spec)
+    base_arg = _named("--baseline", reference, config.baseline)
+    oracle_arg = _named("--oracle", reference, oracle_spec)
     loaded = load_model(
         config.model, device=config.device, dtype=config.dtype, processing=processing, backend=config.backend
     )
@@ -236,6 +255,14 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             write_html_report(directory, fallback=True)  # report.html, from the files just written
     distributed.barrier()
     return EvalRun(report, Path(config.out) if config.out is not None else None)
+
+
+def _named(option: str, load: Callable[[str | None], Any], spec: str | None) -> Any:
+    """``load(spec)`` with its errors saying which option they are about."""
+    try:
+        return load(spec)
+    except HookunlearnError as exc:
+        raise type(exc)(f"{option} {spec}: {exc}") from None
 
 
 def _load_intervention(run_dir: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,10 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.bos not in BOS_CHOICES:
             raise HookunlearnError(f"--bos {self.bos!r}: choose one of {', '.join(BOS_CHOICES)}.")
+        if self.tolerance is not None and not (math.isfinite(self.tolerance) and self.tolerance > 0):
+            raise HookunlearnError(
+                f"--tolerance {self.tolerance:g}: give a finite log-prob difference > 0 (fp32 default: 1e-4)."
+            )
 
 
 def read_report(spec: str) -> dict[str, Any]:
@@ -90,11 +95,12 @@ def _source_metadata(path: Path) -> dict[str, Any] | None:
 
 def export(config: ExportConfig) -> Any:
     """Load ``config.source`` and export it; returns the `hookunlearn.export.ExportResult`."""
-    from hookunlearn.artifacts import check_can_write, read_manifest
+    from hookunlearn.artifacts import check_can_write, check_not_input, read_manifest
     from hookunlearn.export import export_model
     from hookunlearn.models import load_model
 
     check_can_write(config.out, force=config.force)
+    check_not_input(config.out, {"SOURCE": config.source, "--report": config.report})
     report = read_report(config.report) if config.report is not None else None
     path = Path(config.source)
     if (path / "manifest.json").is_file():

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from sae_lens import SAE
 
+from hookunlearn import faults
 from hookunlearn.backends import backend_of, check_backend
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.entities import EntityPrompt
@@ -66,6 +67,8 @@ class UnlearnResult:
     tensor after ``distill``); with the untouched rest of the model, this is the base model."""
     stages: list[dict[str, Any]] = field(default_factory=list)
     """Each robustness stage: name, options and its cost (extra passes; distill's compute)."""
+    truncated: dict[str, int] = field(default_factory=dict)
+    """Per side (``forget``, ``retain``): how many texts were cut to the token limit."""
 
 
 def method_config(method: str, options: Mapping[str, Any] | None = None) -> Any:
@@ -234,6 +237,7 @@ def unlearn_model(
         changed=changed,
         initial=initial,
         stages=stage_records,
+        truncated={"forget": forget_data.truncated, "retain": retain_data.truncated},
     )
 
 
@@ -288,6 +292,8 @@ class UnlearnRun:
     exported: bool = False
     intervention: Any = None
     """The intervention object, for ``kind == "intervention"``."""
+    truncated: dict[str, int] = field(default_factory=dict)
+    """Per side: texts cut to the token limit (also in the manifest's ``extra.truncated_texts``)."""
 
 
 def staging_dir(out: Path) -> Path:
@@ -346,6 +352,9 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     from hookunlearn import distributed
 
     distributed.init_from_env(config.device)  # under torchrun: data-parallel over the micro-batches
+    from hookunlearn.artifacts import check_not_input
+
+    check_not_input(out, {"SUBSPACE_DIR": config.subspace, "--model": config.model})
     from hookunlearn.interventions import INTERVENTIONS, get_intervention
 
     # options are checked before any loading: a typo is an error in a second, not after the model loads
@@ -413,39 +422,51 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
         data["retain"] = {"spec": retain, **fingerprint_texts(retain_texts)}
 
     stage = staging_dir(out)
+    resumable = any((stage / "checkpoints").glob("step_*"))
     if config.resume:
-        if not (stage / "checkpoints").is_dir():
-            raise HookunlearnError(
-                f"--resume: no interrupted run at {stage} (no checkpoints/); start without --resume."
+        if not resumable:
+            hint = (
+                "pass --force (without --resume) to start over"
+                if stage.exists()
+                else "start without --resume"
             )
+            raise HookunlearnError(f"--resume: no checkpoint of an interrupted run at {stage}; {hint}.")
     elif stage.exists():
         if not config.force:
             raise HookunlearnError(
                 f"an interrupted run is staged at {stage}; continue it with --resume, or pass --force to start over."
+                if resumable
+                else f"an interrupted run without a checkpoint is staged at {stage}; pass --force to start over."
             )
         if distributed.is_rank_zero():
             shutil.rmtree(stage)
     distributed.barrier()  # the staging directory is settled before any rank trains
 
-    result = unlearn_model(
-        model,
-        config.method,
-        subspace=subspace,
-        sae=sae,
-        layer=config.layer,
-        forget=forget_texts,
-        retain=retain_texts,
-        targets=targets,
-        known=known,
-        options=config.options,
-        train=config.train,
-        max_tokens=config.max_tokens,
-        out_dir=stage,
-        resume=config.resume,
-        progress=progress,
-        stages=config.stages,
-        world_dir=_world_dir(spec),
-    )
+    try:
+        result = _train_staged(
+            stage,
+            model,
+            config.method,
+            subspace=subspace,
+            sae=sae,
+            layer=config.layer,
+            forget=forget_texts,
+            retain=retain_texts,
+            targets=targets,
+            known=known,
+            options=config.options,
+            train=config.train,
+            max_tokens=config.max_tokens,
+            out_dir=stage,
+            resume=config.resume,
+            progress=progress,
+            stages=config.stages,
+            world_dir=_world_dir(spec),
+        )
+    except HookunlearnError:
+        if not any((stage / "checkpoints").glob("step_*")):
+            shutil.rmtree(stage, ignore_errors=True)  # nothing to resume: leave nothing behind
+        raise
     if not distributed.is_rank_zero():  # every rank holds the same trained model; rank 0 writes it
         distributed.barrier()
         return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
@@ -499,16 +520,39 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
             "final": result.train.final,
             "relative_change": result.changed,
             "resumed_from": result.train.resumed_from,
+            "truncated_texts": result.truncated,
             "exported": config.export,
         },
     )
     (stage / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     write_json(stage / "hookunlearn_run.json", metadata)
+    faults.reached("rename")
     if out.exists():
         shutil.rmtree(out)  # --force was checked before any work
     os.replace(stage, out)
     distributed.barrier()
-    return UnlearnRun(out, "unlearned", config.method, changed=result.changed, exported=config.export)
+    return UnlearnRun(
+        out,
+        "unlearned",
+        config.method,
+        changed=result.changed,
+        exported=config.export,
+        truncated=result.truncated,
+    )
+
+
+def _train_staged(stage: Path, *args: Any, **kwargs: Any) -> UnlearnResult:
+    """`unlearn_model` with a Ctrl-C outside the training loop (tokenising, the reference pass)
+    turned into `RunInterrupted`; inside the loop the trainer saves a checkpoint first."""
+    from hookunlearn.train import RunInterrupted
+
+    try:
+        return unlearn_model(*args, **kwargs)
+    except KeyboardInterrupt:
+        saved = any((stage / "checkpoints").glob("step_*"))
+        raise RunInterrupted(
+            f"interrupted; {'the last checkpoint in ' + str(stage / 'checkpoints') + ' is intact, continue with --resume' if saved else 'nothing to resume, start over with --force'}."
+        ) from None
 
 
 def _world_dir(model_spec: str) -> Path | None:

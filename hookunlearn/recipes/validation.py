@@ -128,7 +128,7 @@ def _record_problems(recipe: Recipe, name: str, rows: Sequence[Mapping[str, Any]
     label = f"data {name!r} ({entry.spec}, schema {entry.schema})"
     if not rows:
         return [f"{label}: no records"]
-    for index, row in enumerate(rows):
+    for index, row in enumerate(rows, start=1):
         missing = schema.missing(row)
         if missing:
             return [

@@ -111,6 +111,9 @@ def build_world(
             progress=lambda info: say("lm", info),
         )
         timings["lm_s"] = time.perf_counter() - start
+        from hookunlearn import faults
+
+        faults.reached("world_build")  # a crash between the model and the SAEs leaves no world
         oracle_stats: dict[str, Any] | None = None
         if config.oracle:
             from hookunlearn.world.oracle import ORACLE_DIR, train_oracle

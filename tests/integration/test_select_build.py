@@ -226,9 +226,9 @@ def test_load_texts_keeps_non_empty_strings_of_the_column(tmp_path: Path) -> Non
         (
             '{"text": "a"}\n{"body": "b"}\n',
             "text",
-            "record 1 lacks column(s) text; expected columns: text (found: body)",
+            "record 2 lacks column(s) text; expected columns: text (found: body)",
         ),
-        ('{"text": "a"}\n{"text": 7}\n', "text", "column 'text' of record 1 is not text"),
+        ('{"text": "a"}\n{"text": 7}\n', "text", "column 'text' of record 2 is not text"),
     ],
 )
 def test_load_texts_errors_name_the_file_and_the_problem(

@@ -140,7 +140,7 @@ def test_shots_first_n_and_lm_eval_random_sampler() -> None:
 
 
 def test_gsm8k_schema_error_names_the_source_and_column() -> None:
-    with pytest.raises(DataError, match=r"gsm\.jsonl: record 1 lacks column\(s\) answer"):
+    with pytest.raises(DataError, match=r"gsm\.jsonl: record 2 lacks column\(s\) answer"):
         parse_problems([{"question": "a", "answer": "#### 1"}, {"question": "b"}], "gsm.jsonl")
     with pytest.raises(DataError, match="empty or non-text 'answer'"):
         parse_problems([{"question": "a", "answer": ""}], "gsm.jsonl")
