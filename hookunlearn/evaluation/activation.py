@@ -118,15 +118,16 @@ def _mean_latent_activity(
     latents: Tensor,
     config: ProbeConfig,
     batch: int,
-) -> float:
-    total, count = 0.0, 0
+) -> Float[Tensor, " n_latents"]:
+    """Each latent's mean activation over every real token of ``texts``."""
+    total, count = torch.zeros(len(latents), dtype=torch.float64), 0
     for start in range(0, len(texts), batch):
         tokens, mask = tokenize_batch(model, texts[start : start + batch], max_tokens=config.max_tokens)
         acts = cache_hooks(model, tokens, [hook])[hook]
         codes = sae.encode(acts[mask.to(acts.device)].to(sae.dtype)).float()[:, latents.to(acts.device)]
-        total += float(codes.mean(-1).sum())
+        total += codes.double().sum(0).cpu()
         count += codes.shape[0]
-    return total / max(count, 1)
+    return (total / max(count, 1)).float()
 
 
 @register
@@ -195,20 +196,29 @@ class ProbeSuite(Suite):
             forget = load_texts(config.forget_data) if config.forget_data else None
             retain = load_texts(config.retain_data) if config.retain_data else None
             known = [p for p in prompts if p.set == "known"]
+            per_latent: dict[str, Tensor] = {}
             if forget is None:
-                metrics["latent_activity[forget]"] = float(codes[:, latents].mean())
+                per_latent["forget"] = codes[:, latents].mean(0)
             else:
-                metrics["latent_activity[forget]"] = _mean_latent_activity(
+                per_latent["forget"] = _mean_latent_activity(
                     model, forget, hook, sae, latents, config, context.batch_size
                 )
             if retain is None:
                 with torch.no_grad():
                     known_codes = sae.encode(_acts(model, known, hook, context.batch_size).to(sae.dtype))
-                metrics["latent_activity[retain]"] = float(known_codes.float().cpu()[:, latents].mean())
+                per_latent["retain"] = known_codes.float().cpu()[:, latents].mean(0)
             else:
-                metrics["latent_activity[retain]"] = _mean_latent_activity(
+                per_latent["retain"] = _mean_latent_activity(
                     model, retain, hook, sae, latents, config, context.batch_size
                 )
+            for side, values in per_latent.items():
+                # the mean over latents of each latent's mean = the mean over (token, latent)
+                metrics[f"latent_activity[{side}]"] = float(values.mean())
+            # each latent's own mean activation (the page's before/after table reads it)
+            details["latent_activity_per_latent"] = {
+                side: {str(int(latent)): float(value) for latent, value in zip(latents, values, strict=True)}
+                for side, values in per_latent.items()
+            }
             n["latent_activity[forget]"] = len(forget) if forget is not None else len(targets)
             n["latent_activity[retain]"] = len(retain) if retain is not None else len(known)
             details["latents"] = [int(i) for i in latents]

@@ -111,6 +111,7 @@ def test_select_build_and_eval_write_their_html_reports(runs: dict[str, Path]) -
     assert f"latent {best['latent']}" in build_page  # the relevant latents' cards come from the selection
     eval_page = (runs["eval"] / "report.html").read_text()
     assert "activity before and after unlearning" in eval_page and f"latent {best['latent']}" in eval_page
+    assert "<h3>Each latent</h3>" in eval_page  # the per-latent before/after table
 
 
 def test_report_command_rerenders_and_refuses_to_overwrite(runs: dict[str, Path], tmp_path: Path) -> None:

@@ -188,3 +188,27 @@ def test_a_page_that_cannot_render_never_costs_the_run(tmp_path, monkeypatch) ->
     page = html_report.write_html_report(tmp_path, fallback=True).read_text()
     assert "could not render" in page and "layer_scores" in page and "hookunlearn report" in page
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_each_latent_before_and_after_is_tabled_most_active_first() -> None:
+    from hookunlearn.html_report import _per_latent_rows
+
+    def side(forget: dict, retain: dict) -> dict:
+        details = {
+            "latents": [4, 7],
+            "hook": "blocks.1.hook_resid_post",
+            "latent_activity_per_latent": {"forget": forget, "retain": retain},
+        }
+        metrics = {"latent_activity[forget]": 0.0, "latent_activity[retain]": 0.0}
+        return {"model": {}, "results": {"probe": {"suite": "probe", "metrics": metrics, "details": details}}}
+
+    report = {
+        "evaluated": side({"4": 0.1, "7": 0.2}, {"4": 0.5, "7": 0.4}),
+        "baseline": side({"4": 0.3, "7": 0.9}, {"4": 0.5, "7": 0.5}),
+        "oracle": None,
+    }
+    rows = _per_latent_rows(latent_activity(report), 10)
+    assert [row[0] for row in rows] == ["7", "4"]  # most active on the base model first
+    latent, base, after, oracle, change, retain_change = rows[0]
+    assert (base, after, oracle) == (0.9, 0.2, None)
+    assert change == pytest.approx(-0.7) and retain_change == pytest.approx(-0.1)
