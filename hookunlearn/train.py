@@ -183,7 +183,10 @@ class Trainer:
         for param in self.params.values():
             param.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(
-            list(self.params.values()), lr=config.lr, weight_decay=config.weight_decay
+            list(self.params.values()),
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+            eps=_adam_eps(next(iter(self.params.values())).dtype),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
@@ -330,7 +333,7 @@ class Trainer:
                     if not torch.isfinite(total):
                         raise self._diverged(
                             good,
-                            f"the loss became {float(total)}",
+                            f"the loss became {float(total.detach())}",
                             step,
                             "--lr, the steering coefficient or alpha",
                         )
@@ -548,6 +551,12 @@ class _DeferredInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+def _adam_eps(dtype: torch.dtype) -> float:
+    """AdamW's default 1e-8, except in float16, where it rounds to 0 and a tensor entry with no
+    gradient becomes 0/0 = NaN after one step: the smallest normal float16 there (6.1e-5)."""
+    return float(torch.finfo(torch.float16).tiny) if dtype == torch.float16 else 1e-8
 
 
 def _resume_mismatch(stored: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
