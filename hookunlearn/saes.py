@@ -558,7 +558,7 @@ def _check_config_fits(
         )
 
 
-_GENERIC_MODEL_NAMES = frozenset({"", "model", "none", "unknown", "hookedtransformer"})
+_GENERIC_MODEL_NAMES = frozenset({"", "model", "custom", "none", "unknown", "hookedtransformer"})
 
 
 def _named_model(name: object) -> str | None:

@@ -305,7 +305,9 @@ def test_missing_tokenizer(llama_dir: Path, tmp_path: Path) -> None:
     path = _copy(llama_dir, tmp_path / "no-tokenizer")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (path / name).unlink()
-    with pytest.raises(ModelLoadError, match="has no tokenizer: none of tokenizer.json, tokenizer_config.json"):
+    with pytest.raises(
+        ModelLoadError, match="has no tokenizer: none of tokenizer.json, tokenizer_config.json"
+    ):
         load_model(path, device="cpu")
 
 
