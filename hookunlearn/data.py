@@ -85,6 +85,17 @@ def read_text_file(path: Path) -> str:
         ) from None
 
 
+def local_records(spec: str) -> list[dict[str, Any]] | None:
+    """The records of a local or plug-in data spec (None for a hub id, which is not read here)."""
+    from hookunlearn.sources import resolve
+
+    plugin_path = resolve(spec, "data")
+    path = Path(plugin_path) if plugin_path is not None else Path(spec)
+    if plugin_path is None and path.suffix.lower() not in _LOCAL_FORMATS and not path.exists():
+        return None
+    return _load_local(path)
+
+
 def check_data_spec(spec: str, label: str) -> None:
     """Read a local or plug-in data file now (missing, a directory, not UTF-8, invalid JSON, empty:
     a `DataError` naming ``label``); hub ids are left to the loader. Records are 1-based."""

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from hookunlearn.backends.types import LanguageModel
-from hookunlearn.data import load_records
+from hookunlearn.data import load_records, local_records
 from hookunlearn.errors import DataError, HookunlearnError
 from hookunlearn.evaluation.mc import (
     WMDP_TOPICS,
@@ -212,6 +212,13 @@ class MCSuite(Suite):
     def instance_name(self) -> str:
         return self.config.name or data_name(self.config.data)
 
+    def check(self) -> None:
+        """The data file is read and its schema checked now (`Suite.check`)."""
+        super().check()
+        records = local_records(self.config.data)
+        if records is not None:
+            parse_questions(records, self.config.data)
+
     def compute(self, model: LanguageModel, context: EvalContext):
         return run_mc(model, self.config, context)
 
@@ -309,6 +316,13 @@ class QASuite(Suite):
 
     def instance_name(self) -> str:
         return self.config.name or data_name(self.config.data)
+
+    def check(self) -> None:
+        """The data file is read and its schema checked now (`Suite.check`)."""
+        super().check()
+        records = local_records(self.config.data)
+        if records is not None:
+            parse_qa(records, self.config.data)
 
     def compute(self, model: LanguageModel, context: EvalContext):
         loaded = load_records(self.config.data)

@@ -52,6 +52,13 @@ def place(quick_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     (files / "numbers.jsonl").write_text('{"text": 7}\n', encoding="utf-8")
     (files / "list.jsonl").write_text("[1, 2]\n", encoding="utf-8")
     (files / "data.xlsx").write_text("not a spreadsheet", encoding="utf-8")
+    (files / "mc_no_choices.jsonl").write_text('{"question": "q?", "answer": 0}\n', encoding="utf-8")
+    (files / "mc_bad_answer.jsonl").write_text(
+        '{"question": "q?", "choices": ["a", "b"], "answer": 5}\n', encoding="utf-8"
+    )
+    (files / "qa_no_split.jsonl").write_text(
+        '{"prompt": "p", "answer": "a", "entity": "e"}\n', encoding="utf-8"
+    )
     (files / "a_dir.jsonl").mkdir()
     (files / "plain_file").write_text("x", encoding="utf-8")
     (files / "misspelt.toml").write_text(
@@ -231,6 +238,9 @@ EVAL = [
     ("eval-mc-dir", ["eval", "{MODEL}", "--mc", "{F}/a_dir.jsonl", "--out", "{OUT}"], "is a directory"),
     ("eval-mc-broken", ["eval", "{MODEL}", "--mc", "{F}/broken.jsonl", "--out", "{OUT}"], "invalid JSON at line 2"),
     ("eval-mc-empty", ["eval", "{MODEL}", "--mc", "{F}/empty.jsonl", "--out", "{OUT}"], "is empty"),
+    ("eval-mc-schema-after-qa", ["eval", "{MODEL}", "--qa", "{D}/entity_qa.jsonl", "--mc", "{F}/mc_no_choices.jsonl", "--out", "{OUT}"], "record 1 lacks column(s) choices"),
+    ("eval-mc-answer-range", ["eval", "{MODEL}", "--mc", "{F}/mc_bad_answer.jsonl", "--out", "{OUT}"], "record 1: 'answer' is 5"),
+    ("eval-qa-schema-after-mc", ["eval", "{MODEL}", "--mc", "{D}/mc_hazard.jsonl", "--qa", "{F}/qa_no_split.jsonl", "--out", "{OUT}"], "lacks column(s) split"),
     ("eval-qa-latin1", ["eval", "{MODEL}", "--qa", "{F}/latin1.jsonl", "--out", "{OUT}"], "not UTF-8"),
     ("eval-perplexity-latin1", ["eval", "{MODEL}", "--suite", "perplexity:data={F}/latin1.jsonl", "--out", "{OUT}"], "not UTF-8"),
     ("eval-suite-clash", ["eval", "{MODEL}", "--suite", "relearn:forget_split=unknown", "--suite", "relearn:forget_split=forget", "--out", "{OUT}"], "both named 'relearn_entity_qa'"),
