@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cli_startup.py
 	$(BIN)/python benchmarks/unlearn_step.py
 	$(BIN)/python benchmarks/select_memory.py
+	$(BIN)/python benchmarks/select_throughput.py
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

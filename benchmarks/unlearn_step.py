@@ -107,8 +107,85 @@ def _build_model(name: str):  # noqa: ANN202
     return model
 
 
-def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) -> dict:
+def manual_steps(model, mode: str, layer: int, forget, retain, batch_size: int, total_steps: int):  # noqa: ANN001, ANN201
+    """The ``reference`` (WMDP-style) or ``floor`` RMU loop on ``model`` for ``total_steps`` steps:
+    (seconds per step, loss per step). Also used by ``benchmarks/scale.py``."""
     import copy
+
+    import torch
+
+    from hookunlearn.objectives.base import ObjectiveContext, masked_mse
+    from hookunlearn.objectives.rmu import RMU, RMUConfig
+    from hookunlearn.tokens import batch_indices
+
+    trainable_layers = list(range(max(0, layer - 2), layer + 1))
+    first = trainable_layers[0]
+    losses: list[float] = []
+    control = RMU(
+        RMUConfig(**RMU_OPTIONS),
+        ObjectiveContext(d_model=model.cfg.d_model, layer=layer, seed=SEED),
+    ).control.to(model.cfg.device)
+    alpha = RMU_OPTIONS["alpha"]
+    hook_name = f"blocks.{layer}.hook_resid_post"
+    for param in model.parameters():
+        param.requires_grad_(False)
+    params = [model.blocks[i].mlp.W_out for i in trainable_layers]
+    for param in params:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
+    if mode == "reference":
+        frozen = copy.deepcopy(model).requires_grad_(False).eval()
+
+        def resid(m, tokens):  # noqa: ANN001, ANN202
+            captured = {}
+
+            def keep(act, hook):  # noqa: ANN001, ANN202, ARG001
+                captured["resid"] = act
+
+            m.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook_name, keep)])
+            return captured["resid"]
+
+        def step_loss(fb, rb):  # noqa: ANN001, ANN202
+            h_forget = resid(model, fb.tokens)
+            h_retain = resid(model, rb.tokens)
+            with torch.no_grad():
+                h_frozen = resid(frozen, rb.tokens)
+            target = control.expand_as(h_forget)
+            return masked_mse(h_forget, target, fb.mask) + alpha * masked_mse(h_retain, h_frozen, rb.mask)
+
+    else:  # floor
+        frozen_blocks = [copy.deepcopy(model.blocks[i]).requires_grad_(False) for i in trainable_layers]
+
+        def step_loss(fb, rb):  # noqa: ANN001, ANN202
+            with torch.no_grad():
+                pre_forget = model(fb.tokens, stop_at_layer=first)
+                pre_retain = model(rb.tokens, stop_at_layer=first)
+                h_frozen = pre_retain
+                for block in frozen_blocks:
+                    h_frozen = block(h_frozen)
+            h_forget, h_retain = pre_forget, pre_retain
+            for i in trainable_layers:
+                h_forget = model.blocks[i](h_forget)
+                h_retain = model.blocks[i](h_retain)
+            target = control.expand_as(h_forget)
+            return masked_mse(h_forget, target, fb.mask) + alpha * masked_mse(h_retain, h_frozen, rb.mask)
+
+    times = []
+    for step in range(total_steps):
+        start = time.perf_counter()
+        fb = forget.batch(batch_indices(len(forget), batch_size, step, SEED))
+        rb = retain.batch(batch_indices(len(retain), batch_size, step, SEED + 1))
+        optimizer.zero_grad(set_to_none=True)
+        loss = step_loss(fb, rb)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        times.append(time.perf_counter() - start)
+
+    return times, losses
+
+
+def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) -> dict:
     import gc
     import resource
     import warnings
@@ -118,9 +195,11 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
 
     torch.set_num_threads(1)
     from hookunlearn.data import load_texts
-    from hookunlearn.objectives.base import ObjectiveContext, masked_mse
-    from hookunlearn.objectives.rmu import RMU, RMUConfig
-    from hookunlearn.tokens import batch_indices, tokenize_texts
+
+    # imported before the after-imports RSS is taken (manual_steps uses them), as before the split
+    from hookunlearn.objectives.base import ObjectiveContext, masked_mse  # noqa: F401
+    from hookunlearn.objectives.rmu import RMU, RMUConfig  # noqa: F401
+    from hookunlearn.tokens import batch_indices, tokenize_texts  # noqa: F401
     from hookunlearn.train import TrainConfig
 
     import_mb = 0.0
@@ -136,7 +215,6 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
     gc.collect()
     layer = MODELS[model_name]["layer"]
     trainable_layers = list(range(max(0, layer - 2), layer + 1))
-    first = trainable_layers[0]
     total_steps = warmup + steps
     base_mb = _current_rss_mb()
     stamps: list[float] = []
@@ -161,68 +239,15 @@ def child(model_name: str, mode: str, warmup: int, steps: int, batch_size: int) 
         )
         times = [b - a for a, b in zip([start, *stamps[:-1]], stamps, strict=True)]
     else:
-        forget = tokenize_texts(model, forget_texts)
-        retain = tokenize_texts(model, retain_texts)
-        control = RMU(
-            RMUConfig(**RMU_OPTIONS),
-            ObjectiveContext(d_model=model.cfg.d_model, layer=layer, seed=SEED),
-        ).control
-        alpha = RMU_OPTIONS["alpha"]
-        hook_name = f"blocks.{layer}.hook_resid_post"
-        for param in model.parameters():
-            param.requires_grad_(False)
-        params = [model.blocks[i].mlp.W_out for i in trainable_layers]
-        for param in params:
-            param.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=LR, weight_decay=0.0)
-        if mode == "reference":
-            frozen = copy.deepcopy(model).requires_grad_(False).eval()
-
-            def resid(m, tokens):  # noqa: ANN001, ANN202
-                captured = {}
-
-                def keep(act, hook):  # noqa: ANN001, ANN202, ARG001
-                    captured["resid"] = act
-
-                m.run_with_hooks(tokens, return_type="logits", fwd_hooks=[(hook_name, keep)])
-                return captured["resid"]
-
-            def step_loss(fb, rb):  # noqa: ANN001, ANN202
-                h_forget = resid(model, fb.tokens)
-                h_retain = resid(model, rb.tokens)
-                with torch.no_grad():
-                    h_frozen = resid(frozen, rb.tokens)
-                target = control.expand_as(h_forget)
-                return masked_mse(h_forget, target, fb.mask) + alpha * masked_mse(h_retain, h_frozen, rb.mask)
-
-        else:  # floor
-            frozen_blocks = [copy.deepcopy(model.blocks[i]).requires_grad_(False) for i in trainable_layers]
-
-            def step_loss(fb, rb):  # noqa: ANN001, ANN202
-                with torch.no_grad():
-                    pre_forget = model(fb.tokens, stop_at_layer=first)
-                    pre_retain = model(rb.tokens, stop_at_layer=first)
-                    h_frozen = pre_retain
-                    for block in frozen_blocks:
-                        h_frozen = block(h_frozen)
-                h_forget, h_retain = pre_forget, pre_retain
-                for i in trainable_layers:
-                    h_forget = model.blocks[i](h_forget)
-                    h_retain = model.blocks[i](h_retain)
-                target = control.expand_as(h_forget)
-                return masked_mse(h_forget, target, fb.mask) + alpha * masked_mse(h_retain, h_frozen, rb.mask)
-
-        times = []
-        for step in range(total_steps):
-            start = time.perf_counter()
-            fb = forget.batch(batch_indices(len(forget), batch_size, step, SEED))
-            rb = retain.batch(batch_indices(len(retain), batch_size, step, SEED + 1))
-            optimizer.zero_grad(set_to_none=True)
-            loss = step_loss(fb, rb)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            times.append(time.perf_counter() - start)
+        times, losses = manual_steps(
+            model,
+            mode,
+            layer,
+            tokenize_texts(model, forget_texts),
+            tokenize_texts(model, retain_texts),
+            batch_size,
+            total_steps,
+        )
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     timed = times[warmup:]
