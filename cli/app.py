@@ -267,6 +267,16 @@ def select(
                 f"best latent {heldout['latent']}: known-vs-unknown score {heldout['select_score']:.3f} "
                 f"(select entities), {heldout['heldout_score']:.3f} (held-out entities)"
             )
+        cut = {
+            role: info["truncated_texts"]
+            for role, info in selection.data.items()
+            if info.get("truncated_texts")
+        }
+        if cut:
+            typer.echo(
+                "truncated to the token limit (--max-tokens or the model's context): "
+                + ", ".join(f"{n} {role} text(s)" for role, n in cut.items())
+            )
         written = "manifest.json, tensors.safetensors, features.json, scores.png"
         written += ", latents.json, report.html" if selection.latents is not None else ", report.html"
         typer.echo(f"wrote {out} ({written})")

@@ -220,12 +220,13 @@ def corpus_stats(
         for collector in contexts.values():
             collector.role_id(role)  # every rank numbers the roles alike, even one that gets no batch
     docs = tokens_seen = 0
+    cut: list[int] = []  # texts longer than the token limit, per batch (this rank's batches)
     ranks, me = distributed.world_size(), distributed.rank()
     for index, batch in enumerate(_batches(texts, batch_size)):
         if index % ranks != me:  # under torchrun each rank streams every world_size-th batch
             docs += len(batch)
             continue
-        tokens, mask = tokenize_batch(model, batch, max_tokens=max_tokens)
+        tokens, mask = tokenize_batch(model, batch, max_tokens=max_tokens, truncated=cut)
         cache = cache_hooks(model, tokens, list(hooks.values()))
         device_mask = mask.to(model.cfg.device)
         for layer, sae in saes.items():
@@ -240,7 +241,7 @@ def corpus_stats(
         docs += len(batch)
         tokens_seen += int(mask.sum())
         if progress is not None:
-            progress({"role": role, "docs": docs, "tokens": tokens_seen})
+            progress({"role": role, "docs": docs, "tokens": tokens_seen, "truncated": sum(cut)})
     if docs == 0:
         raise DataError(f"the {role} corpus is empty.")
     return _finish(stats, contexts)

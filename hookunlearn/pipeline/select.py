@@ -100,13 +100,21 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
     sae_specs = candidate_saes(config)
     saes = [load_sae(spec, loaded) for spec in sae_specs]
     check_active_recipe(model=loaded)
+    truncated: dict[str, int] = {}
+
+    def observe(info: dict[str, Any]) -> None:
+        if "truncated" in info:
+            truncated[info["role"]] = int(info["truncated"])
+        if progress is not None:
+            progress(info)
+
     common: dict[str, Any] = {
         "score": config.score,
         "layer": config.layer,
         "top_n": config.top_n,
         "batch_size": config.batch_size,
         "max_tokens": config.max_tokens,
-        "progress": progress,
+        "progress": observe,
         "top_contexts": config.top_contexts,
         "second_moments": config.second_moments,
     }
@@ -138,6 +146,9 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
             data=data,
             **common,
         )
+    for role, count in truncated.items():  # texts cut to --max-tokens / the context, in the manifest
+        if role in data:
+            data[role]["truncated_texts"] = count
     # what `build` needs to reload the same model and SAEs
     selection.options.update(
         {

@@ -441,6 +441,17 @@ def test_truncated_documents_are_counted(place: dict[str, str], tmp_path: Path) 
     assert "truncated to the token limit" in result.stdout and "1 forget text(s)" in result.stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["extra"]["truncated_texts"]["forget"] == 1
+    sel = tmp_path / "sel"
+    result = runner.invoke(
+        app,
+        ["select", "--model", place["MODEL"], "--sae", place["SAE0"], "--forget", str(long)]
+        + ["--retain", f"{place['D']}/retain_corpus.jsonl", "--top-contexts", "0", "--out", str(sel)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 forget text(s)" in result.stdout
+    manifest = json.loads((sel / "manifest.json").read_text())
+    assert manifest["data"]["forget"]["truncated_texts"] == 1
+    assert isinstance(manifest["data"]["retain"]["truncated_texts"], int)  # 0 is said too
 
 
 def test_docs_state_the_catalogue_numbers() -> None:

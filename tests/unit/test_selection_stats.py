@@ -269,7 +269,7 @@ def test_n_counts_real_tokens_and_progress_reports_them(
     n_real = sum(len(real_tokens(model, t)) for t in TEXTS)
     assert stats[0].n == stats[1].n == n_real
     assert [r["docs"] for r in reports] == [4, 8, 11]
-    assert reports[-1] == {"role": "forget", "docs": len(TEXTS), "tokens": n_real}
+    assert reports[-1] == {"role": "forget", "docs": len(TEXTS), "tokens": n_real, "truncated": 0}
 
 
 def test_max_tokens_counts_bos_in_the_limit(model: HookedTransformer, saes: dict[int, SAE]) -> None:
