@@ -421,6 +421,8 @@ def demo(config: DemoConfig, *, progress: Callable[[str], None] | None = None) -
         )
     for entry in config.methods:
         parse_pipeline(entry)
+    if config.attack_grid not in ("full", "small"):  # before any work, not after select and build
+        raise HookunlearnError(f"--attack-grid {config.attack_grid!r}: choose 'full' or 'small'.")
     path = Path(config.world) if config.world else world_dir()
     result = run_demo(
         path,

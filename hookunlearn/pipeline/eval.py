@@ -180,9 +180,14 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             },
         )
     suites = build_suites(config)
+    from hookunlearn.models import resolve_device, resolve_dtype
+
+    resolve_device(config.device)  # named as the option it is, before any model (or --oracle) loads
+    resolve_dtype(config.dtype)
     from hookunlearn import distributed
 
     distributed.init_from_env(config.device)  # under torchrun: scored items are sharded across ranks
+    distributed.barrier()  # every rank has checked --out before rank 0 can write it
     writes = config.out is not None and distributed.is_rank_zero()  # rank 0 alone writes
     loaded_subspace = None
     processing = None
