@@ -350,6 +350,7 @@ def test_offline_release_without_converter_fails_fast() -> None:
     message = str(excinfo.value)
     assert "could not download SAE" in message and "google/gemma-scope-2b-pt-res" in message
     assert "HF_HUB_OFFLINE" in message and "local SAELens directory" in message
+    assert "(in Python, converter=" in message  # not advice a CLI user can follow (issue 17 item 13)
 
 
 @pytest.mark.timeout(30)
