@@ -46,6 +46,10 @@ def build(config: BuildConfig) -> BuildResult:
     if config.out is not None:
         check_can_write(config.out, force=config.force)
         check_not_input(config.out, {"SELECTION_DIR": config.selection, "--model": config.model})
+    from hookunlearn import distributed
+
+    distributed.init_from_env("cpu")
+    distributed.barrier()  # under torchrun: every rank has checked --out before rank 0 writes it
     manifest = read_manifest(config.selection, kind="selection")
     selection = Selection.load(config.selection)
     chosen_layer = selection.chosen_layer if config.layer is None else config.layer
@@ -72,7 +76,9 @@ def build(config: BuildConfig) -> BuildResult:
     if config.out is not None:
         from hookunlearn.html_report import write_html_report
 
-        subspace.save(config.out, force=config.force, inputs={"selection": str(config.selection)})
-        # Subspace.save owns the staged write; the page is added to the finished directory atomically
-        write_html_report(config.out, fallback=True)
+        if distributed.is_rank_zero():  # under torchrun every rank builds the same; rank 0 writes
+            subspace.save(config.out, force=config.force, inputs={"selection": str(config.selection)})
+            # Subspace.save owns the staged write; the page is added to the finished directory atomically
+            write_html_report(config.out, fallback=True)
+        distributed.barrier()
     return BuildResult(subspace, Path(config.out) if config.out is not None else None)

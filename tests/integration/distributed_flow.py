@@ -14,7 +14,6 @@ from pathlib import Path
 
 
 def run_flow(world: Path, out: Path, grad_accum: int) -> None:
-    from hookunlearn import distributed
     from hookunlearn.pipeline import (
         BuildConfig,
         EvalConfig,
@@ -40,9 +39,7 @@ def run_flow(world: Path, out: Path, grad_accum: int) -> None:
             top_contexts=4,
         )
     )
-    if distributed.is_rank_zero():  # build is not distributed: one rank writes it
-        build(BuildConfig(selection=str(out / "sel"), k=8, out=str(out / "sub")))
-    distributed.barrier()
+    build(BuildConfig(selection=str(out / "sel"), k=8, out=str(out / "sub")))  # every rank; rank 0 writes
     unlearn(
         UnlearnConfig(
             out=str(out / "run"),
