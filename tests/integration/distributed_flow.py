@@ -39,6 +39,19 @@ def run_flow(world: Path, out: Path, grad_accum: int) -> None:
             top_contexts=4,
         )
     )
+    select(  # the entity objective: roles by prompt, each rank seeing some of them
+        SelectConfig(
+            out=str(out / "sel_entity"),
+            model=model,
+            objective="entity",
+            saes=tuple(str(world / "saes" / f"layer_{layer}") for layer in range(2)),
+            entities=str(data / "entity_prompts.jsonl"),
+            generic=str(data / "retain_corpus.jsonl"),
+            batch_size=16,
+            device="cpu",
+            top_contexts=4,
+        )
+    )
     build(BuildConfig(selection=str(out / "sel"), k=8, out=str(out / "sub")))  # every rank; rank 0 writes
     unlearn(
         UnlearnConfig(

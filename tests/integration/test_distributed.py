@@ -56,18 +56,23 @@ def _close(a: torch.Tensor, b: torch.Tensor, name: str, tol: float) -> None:
         assert torch.equal(a, b), name
 
 
-def test_select_under_torchrun_equals_one_process(runs: dict[str, Path]) -> None:
-    single = load_file(runs["single"] / "sel" / "tensors.safetensors")
-    spread = load_file(runs["torchrun"] / "sel" / "tensors.safetensors")
+@pytest.mark.parametrize("selection", ["sel", "sel_entity"])
+def test_select_under_torchrun_equals_one_process(runs: dict[str, Path], selection: str) -> None:
+    single = load_file(runs["single"] / selection / "tensors.safetensors")
+    spread = load_file(runs["torchrun"] / selection / "tensors.safetensors")
     assert single.keys() == spread.keys()
     for name in single:
         _close(spread[name], single[name], name, 1e-9)  # float64 sums, added in another order
-    manifests = [json.loads((runs[r] / "sel" / "manifest.json").read_text()) for r in ("single", "torchrun")]
+    manifests = [
+        json.loads((runs[r] / selection / "manifest.json").read_text()) for r in ("single", "torchrun")
+    ]
     assert manifests[0]["extra"]["chosen_layer"] == manifests[1]["extra"]["chosen_layer"]
     assert manifests[0]["extra"]["layers"] == manifests[1]["extra"]["layers"]
-    features = [json.loads((runs[r] / "sel" / "features.json").read_text()) for r in ("single", "torchrun")]
+    features = [
+        json.loads((runs[r] / selection / "features.json").read_text()) for r in ("single", "torchrun")
+    ]
     assert [row["latent"] for row in features[0]] == [row["latent"] for row in features[1]]
-    latents = [json.loads((runs[r] / "sel" / "latents.json").read_text()) for r in ("single", "torchrun")]
+    latents = [json.loads((runs[r] / selection / "latents.json").read_text()) for r in ("single", "torchrun")]
     for layer, cards in latents[0]["layers"].items():
         other = latents[1]["layers"][layer]["latents"]
         assert [c["latent"] for c in cards["latents"]] == [c["latent"] for c in other]
