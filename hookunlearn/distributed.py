@@ -21,6 +21,7 @@ What each command does with it:
 
 from __future__ import annotations
 
+import datetime
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -68,7 +69,11 @@ def init_from_env(device: str | torch.device = "auto") -> bool:
     if wants_cuda:
         # "cuda" (and "auto") then means this process's own GPU
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch.distributed.init_process_group(backend="nccl" if wants_cuda else "gloo")
+    # rank 0 alone exports and writes while the others wait at a barrier: allow it an hour (NCCL's
+    # default is 10 minutes, less than a large model's verified export)
+    torch.distributed.init_process_group(
+        backend="nccl" if wants_cuda else "gloo", timeout=datetime.timedelta(hours=1)
+    )
     return is_distributed()
 
 
