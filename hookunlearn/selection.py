@@ -242,6 +242,11 @@ def corpus_stats(
         tokens_seen += int(mask.sum())
         if progress is not None:
             progress({"role": role, "docs": docs, "tokens": tokens_seen, "truncated": sum(cut)})
+    if distributed.is_distributed():  # the whole corpus's counts, as one process reports them
+        counts = torch.tensor([float(tokens_seen), float(sum(cut))], dtype=torch.float64)
+        distributed.all_reduce_sum_([counts])
+        if progress is not None:
+            progress({"role": role, "docs": docs, "tokens": int(counts[0]), "truncated": int(counts[1])})
     if docs == 0:
         raise DataError(f"the {role} corpus is empty.")
     return _finish(stats, contexts)

@@ -68,6 +68,7 @@ def test_select_under_torchrun_equals_one_process(runs: dict[str, Path], selecti
     ]
     assert manifests[0]["extra"]["chosen_layer"] == manifests[1]["extra"]["chosen_layer"]
     assert manifests[0]["extra"]["layers"] == manifests[1]["extra"]["layers"]
+    assert manifests[0]["data"] == manifests[1]["data"]  # fingerprints, and texts cut counted over all ranks
     features = [
         json.loads((runs[r] / selection / "features.json").read_text()) for r in ("single", "torchrun")
     ]
