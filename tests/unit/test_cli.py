@@ -75,3 +75,20 @@ def test_help_and_version_import_no_torch(argv: list[str]) -> None:
 def test_python_dash_m_runs_the_cli() -> None:
     done = subprocess.run([sys.executable, "-m", "hookunlearn", "--version"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("hookunlearn ")
+
+
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+
+    with pytest.raises(typer.Exit) as info, user_errors():
+        raise KeyboardInterrupt
+    assert info.value.exit_code == 130
+    assert capsys.readouterr().err.startswith("error: interrupted (Ctrl-C); no output was written")
+
+
+def test_usage_errors_are_one_error_line_first() -> None:
+    result = runner.invoke(app, ["build", "--out", "x"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        "error: Missing argument 'selection_dir'. See 'hookunlearn build --help'."
+    ]
