@@ -174,9 +174,7 @@ class _TruthfulQA(Suite):
             positions = positions[: self.config.limit]
         return positions, [records[i] for i in positions], [items[i] for i in positions]
 
-    def pairs(
-        self, model: LanguageModel, items: Sequence[TruthfulQAItem]
-    ) -> tuple[list[EncodedPair], int]:
+    def pairs(self, model: LanguageModel, items: Sequence[TruthfulQAItem]) -> tuple[list[EncodedPair], int]:
         """One (prompt, ``" " + choice``) pair per choice, fitted to the model's context, and how
         many of them lost context tokens."""
         prefix = bos_prefix(model, self.config.prepend_bos)
