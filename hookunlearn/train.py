@@ -17,6 +17,7 @@ checkpoint is written.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -193,6 +194,7 @@ class Trainer:
         self.log: list[dict[str, Any]] = []
         self.last_checkpoint: int | None = None
         """The step of the newest checkpoint on disk (written or resumed from), if any."""
+        self._data_hashes: dict[str, str] | None = None
 
     def _lr_factor(self, step: int) -> float:
         config = self.config
@@ -439,6 +441,18 @@ class Trainer:
         config = getattr(self.objective, "config", None)
         return asdict(config) if config is not None and is_dataclass(config) else {}
 
+    def _data_record(self) -> dict[str, str]:
+        """A hash of each side's token rows and loss mask (the data, its tokenisation and
+        ``max_tokens``): a resume on other data would mix two runs."""
+        if self._data_hashes is None:
+            self._data_hashes = {
+                side: hashlib.sha256(
+                    data.tokens.cpu().numpy().tobytes() + data.mask.cpu().numpy().tobytes()
+                ).hexdigest()[:16]
+                for side, data in (("forget", self.forget), ("retain", self.retain))
+            }
+        return self._data_hashes
+
     def _stage_record(self) -> list[dict[str, Any]]:
         return [{"name": stage.name, "config": asdict(stage.config)} for stage in self.stages]
 
@@ -464,6 +478,7 @@ class Trainer:
                     "params": names,
                     "stages": self._stage_record(),
                     "method": self._method_record(),
+                    "data": self._data_record(),
                 },
             )
         self.last_checkpoint = self.step
@@ -486,6 +501,11 @@ class Trainer:
             ) from None
         differ = _resume_mismatch(state.get("config", {}), asdict(self.config))
         differ += _resume_mismatch(state.get("method", {}), self._method_record(), prefix="-o ")
+        differ += [
+            f"the {side} data (after tokenising and --max-tokens) differ"
+            for side, digest in state.get("data", {}).items()
+            if self._data_record().get(side) not in (None, digest)
+        ]
         if differ:
             raise HookunlearnError(
                 f"--resume: checkpoint {latest} was trained with other settings: {'; '.join(differ)}. "

@@ -229,6 +229,11 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_gives_the_same_weights(
         "lr: checkpoint 0.005, now 0.05" in changed.stderr
         and "-o alpha: checkpoint 100.0, now 3.0" in changed.stderr
     )
+    other_data = runner.invoke(app, _unlearn_args(runs, out, "--resume", "--max-tokens", "8"))
+    assert (
+        other_data.exit_code == 2
+        and "the forget data (after tokenising and --max-tokens) differ" in other_data.stderr
+    )
     result = runner.invoke(app, _unlearn_args(runs, out, "--resume"))
     assert result.exit_code == 0, result.output
     _same_weights(out, uninterrupted)
