@@ -66,8 +66,13 @@ def eval_summary(report: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     evaluated, base, oracle = metrics("evaluated"), metrics("baseline"), metrics("oracle")
     return [
-        {"suite": suite, "metric": metric, "base": base.get((suite, metric)), "value": value,
-         "oracle": oracle.get((suite, metric))}
+        {
+            "suite": suite,
+            "metric": metric,
+            "base": base.get((suite, metric)),
+            "value": value,
+            "oracle": oracle.get((suite, metric)),
+        }
         for (suite, metric), value in evaluated.items()
     ]
 
@@ -108,14 +113,20 @@ def model_card(info: Mapping[str, Any], *, report: Mapping[str, Any] | None = No
         "no custom code."
     )
     out += ["", "## How it was made", ""]
-    out.append(f"- Base model: `{base_spec}` ({model.get('architecture')}, {model.get('n_layers')} layers, "
-               f"d_model {model.get('d_model')}).")
+    out.append(
+        f"- Base model: `{base_spec}` ({model.get('architecture')}, {model.get('n_layers')} layers, "
+        f"d_model {model.get('d_model')})."
+    )
     if method:
-        out.append(f"- Method: `{method}` at layer {metadata.get('layer')}, stages: "
-                   f"{', '.join(s.get('name', '?') for s in metadata.get('stages') or []) or 'none'}.")
+        out.append(
+            f"- Method: `{method}` at layer {metadata.get('layer')}, stages: "
+            f"{', '.join(s.get('name', '?') for s in metadata.get('stages') or []) or 'none'}."
+        )
         options = metadata.get("method_options") or {}
         if options:
-            out.append("- Method options: " + ", ".join(f"`{k}={v}`" for k, v in sorted(options.items())) + ".")
+            out.append(
+                "- Method options: " + ", ".join(f"`{k}={v}`" for k, v in sorted(options.items())) + "."
+            )
         train = metadata.get("train") or {}
         if train:
             keys = ("steps", "lr", "batch_size", "seed", "schedule")
@@ -135,17 +146,35 @@ def model_card(info: Mapping[str, Any], *, report: Mapping[str, Any] | None = No
     )
     bos = info.get("tokenizer_bos") or {}
     if bos.get("tokenizer_adds_bos"):
-        out.append("- The tokenizer prepends BOS with its defaults, as the model was evaluated; call it "
-                   "with its defaults (lm-evaluation-harness, `pipeline` and `generate` do).")
+        out.append(
+            "- The tokenizer prepends BOS with its defaults, as the model was evaluated; call it "
+            "with its defaults (lm-evaluation-harness, `pipeline` and `generate` do)."
+        )
     if report:
         rows = eval_summary(report)
         if rows:
-            out += ["", "## Evaluation (hookunlearn eval)", "",
-                    "| suite | metric | base | this model | oracle |", "|---|---|---|---|---|"]
-            out += [f"| {r['suite']} | {r['metric']} | {_number(r['base'])} | {_number(r['value'])} | "
-                    f"{_number(r['oracle'])} |" for r in rows]
-    out += ["", "## Intended use and limits", "",
-            "For research on machine unlearning and interpretability: measuring what an unlearning "
-            "method removes and what it leaves.", "", _LIMITS, "",
-            "The full record (options, changed tensors, library versions) is in `hookunlearn.json`.", ""]
+            out += [
+                "",
+                "## Evaluation (hookunlearn eval)",
+                "",
+                "| suite | metric | base | this model | oracle |",
+                "|---|---|---|---|---|",
+            ]
+            out += [
+                f"| {r['suite']} | {r['metric']} | {_number(r['base'])} | {_number(r['value'])} | "
+                f"{_number(r['oracle'])} |"
+                for r in rows
+            ]
+    out += [
+        "",
+        "## Intended use and limits",
+        "",
+        "For research on machine unlearning and interpretability: measuring what an unlearning "
+        "method removes and what it leaves.",
+        "",
+        _LIMITS,
+        "",
+        "The full record (options, changed tensors, library versions) is in `hookunlearn.json`.",
+        "",
+    ]
     return "\n".join(out)

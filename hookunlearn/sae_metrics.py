@@ -31,9 +31,7 @@ class SAEQuality:
 
 
 @torch.no_grad()
-def sae_quality(
-    model: LanguageModel, sae: SAE, texts: Sequence[str], *, batch_size: int = 64
-) -> SAEQuality:
+def sae_quality(model: LanguageModel, sae: SAE, texts: Sequence[str], *, batch_size: int = 64) -> SAEQuality:
     hook = sae.cfg.metadata.hook_name
     d_in, d_sae = sae.cfg.d_in, sae.cfg.d_sae
     n = 0

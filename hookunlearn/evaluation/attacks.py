@@ -479,9 +479,7 @@ def _mean_loss(model: LanguageModel, data: TokenData, batch_size: int) -> float:
     return total / max(count, 1)
 
 
-def _relearn_tokens(
-    model: LanguageModel, texts: Sequence[str], prompts: Sequence[str] | None
-) -> TokenData:
+def _relearn_tokens(model: LanguageModel, texts: Sequence[str], prompts: Sequence[str] | None) -> TokenData:
     if prompts is None:
         return tokenize_texts(model, texts)
     if len(prompts) != len(texts) or not texts:

@@ -178,9 +178,7 @@ class _LowRank(nn.Module):
 LORA_TARGETS: tuple[str, ...] = ("mlp.W_in", "mlp.W_out", "attn.W_O")
 
 
-def lora_copy(
-    model: LanguageModel, rank: int, seed: int = 0
-) -> tuple[LanguageModel, list[nn.Parameter]]:
+def lora_copy(model: LanguageModel, rank: int, seed: int = 0) -> tuple[LanguageModel, list[nn.Parameter]]:
     """A deep copy of ``model`` whose `LORA_TARGETS` carry trainable low-rank deltas; returns the
     copy and the LoRA parameters (everything else is frozen)."""
     from torch.nn.utils import parametrize
@@ -443,9 +441,7 @@ def _residuals(model: LanguageModel, texts: list[str], hook: str) -> Float[Tenso
     return cache[hook][data.mask.to(model.cfg.device)].float().cpu()
 
 
-def diff_directions(
-    model: LanguageModel, base: LanguageModel, texts: list[str], hook: str, k: int
-) -> Tensor:
+def diff_directions(model: LanguageModel, base: LanguageModel, texts: list[str], hook: str, k: int) -> Tensor:
     """The top ``k`` right singular vectors of (model - base) residuals on ``texts`` (token-aligned)."""
     difference = _residuals(model, texts, hook) - _residuals(base, texts, hook)
     _, _, vh = torch.linalg.svd(difference, full_matrices=False)
