@@ -241,54 +241,52 @@ def _score_shared(
 ) -> None:
     """Pairs that share a context (MC choices): each context runs once, into a key-value cache
     that is then frozen, and each round of continuations runs on top of it (the harness runs the
-    context again for every choice). Contexts of equal length are batched, so the cache has no
-    padding; all their continuations then run in one forward on copies of their context's cache
-    row, right-padded, which causal attention makes harmless."""
+    context again for every choice). Contexts are batched longest first and left-padded with an
+    attention mask (TransformerLens offsets the positions of padded rows, as in batched generation,
+    so a context's numbers do not depend on its batch); all their continuations then run in one
+    forward on copies of their context's cache row, right-padded, which causal attention makes
+    harmless."""
     device = model.cfg.device
-    by_length: dict[int, list[Sequence[int]]] = {}
-    for group in groups:
-        by_length.setdefault(len(pairs[group[0]].context), []).append(group)
-    for length, same in by_length.items():
-        for start in range(0, len(same), batch_size):
-            chunk = same[start : start + batch_size]
-            contexts = torch.tensor(
-                [pairs[group[0]].context for group in chunk], dtype=torch.long, device=device
+    order = sorted(groups, key=lambda group: -len(pairs[group[0]].context))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        width = len(pairs[chunk[0][0]].context)
+        rows = [list(pairs[group[0]].context) for group in chunk]
+        contexts = torch.tensor(
+            [[pad_id] * (width - len(row)) + row for row in rows], dtype=torch.long, device=device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(row)) + [1] * len(row) for row in rows], dtype=torch.long, device=device
+        )
+        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(chunk))
+        residual = model(contexts, past_kv_cache=cache, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
+        first = _tail(model, residual[:, -1]).cpu()  # predicts every continuation's first token
+        cache.freeze()
+        # the chunk's continuations on copies of their context's cache row, similar lengths together
+        members = [(b, i) for b, group in enumerate(chunk) for i in group]
+        inputs = [list(pairs[i].continuation[:-1]) for _, i in members]
+        later: dict[int, Tensor] = {}
+        for batch in _by_length(inputs, 4 * batch_size):
+            width = len(inputs[batch[0]])
+            if not width:
+                break  # the rest are single-token continuations: the context predicted them
+            owners = torch.tensor([members[m][0] for m in batch], dtype=torch.long, device=device)
+            tokens = _pad([inputs[m] + [pad_id] * (width - len(inputs[m])) for m in batch], pad_id).to(device)
+            where = [(j, t) for j, m in enumerate(batch) for t in range(len(inputs[m]))]
+            out = model(
+                tokens,
+                past_kv_cache=_rows_of(cache, owners),
+                attention_mask=torch.ones_like(tokens),
+                stop_at_layer=model.cfg.n_layers,
             )
-            cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(chunk))
-            ones = torch.ones_like(contexts)
-            residual = model(
-                contexts, past_kv_cache=cache, attention_mask=ones, stop_at_layer=model.cfg.n_layers
-            )
-            first = _tail(model, residual[:, -1]).cpu()  # predicts every continuation's first token
-            cache.freeze()
-            # the chunk's continuations on copies of their context's cache row, similar lengths together
-            members = [(b, i) for b, group in enumerate(chunk) for i in group]
-            inputs = [list(pairs[i].continuation[:-1]) for _, i in members]
-            later: dict[int, Tensor] = {}
-            for batch in _by_length(inputs, 4 * batch_size):
-                width = len(inputs[batch[0]])
-                if not width:
-                    break  # the rest are single-token continuations: the context predicted them
-                owners = torch.tensor([members[m][0] for m in batch], dtype=torch.long, device=device)
-                tokens = _pad([inputs[m] + [pad_id] * (width - len(inputs[m])) for m in batch], pad_id).to(
-                    device
-                )
-                where = [(j, t) for j, m in enumerate(batch) for t in range(len(inputs[m]))]
-                out = model(
-                    tokens,
-                    past_kv_cache=_rows_of(cache, owners),
-                    attention_mask=torch.ones_like(tokens),
-                    stop_at_layer=model.cfg.n_layers,
-                )
-                log_probs = _tail(model, out[[j for j, _ in where], [t for _, t in where]]).cpu()
-                offset = 0
-                for m in batch:
-                    later[m] = log_probs[offset : offset + len(inputs[m])]
-                    offset += len(inputs[m])
-            for m, (b, i) in enumerate(members):
-                scores[i] = _score(pairs[i], torch.cat([first[b : b + 1], later.get(m, first[:0])]))
-            del cache
-        del length
+            log_probs = _tail(model, out[[j for j, _ in where], [t for _, t in where]]).cpu()
+            offset = 0
+            for m in batch:
+                later[m] = log_probs[offset : offset + len(inputs[m])]
+                offset += len(inputs[m])
+        for m, (b, i) in enumerate(members):
+            scores[i] = _score(pairs[i], torch.cat([first[b : b + 1], later.get(m, first[:0])]))
+        del cache
 
 
 @torch.no_grad()
