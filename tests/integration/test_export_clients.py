@@ -400,3 +400,21 @@ def test_lm_eval_inputs_are_checked_before_any_model_loads(tmp_path: Path, tasks
         HookunlearnLM(world_model, interventon="runs/clamp")
     with pytest.raises(ValueError, match="no 'auto'"):
         HookunlearnLM(world_model, batch_size="auto")
+
+
+def test_a_tokenizer_that_appends_eos_still_verifies(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer
+
+    from tests.fixtures_hf import EOS, make_tiny_checkpoint
+
+    source = make_tiny_checkpoint("llama", tmp_path / "src")
+    tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+    eos_id = tokenizer.token_to_id(EOS)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"$A {EOS}", pair=f"$A $B:1 {EOS}", special_tokens=[(EOS, eos_id)]
+    )
+    tokenizer.save(str(source / "tokenizer.json"))
+    result = export_model(load_model(str(source), device="cpu"), tmp_path / "out")
+    ids = AutoTokenizer.from_pretrained(tmp_path / "out")("hello")["input_ids"]
+    assert result.tokenizer_adds_bos is True and ids[-1] == eos_id and ids[0] != eos_id
