@@ -237,6 +237,27 @@ def run_directory(out_dir: str | os.PathLike[str], *, force: bool = False) -> It
         raise
 
 
+@contextmanager
+def staged_file(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it gets the mode the umask asks for
+    and replaces ``target`` atomically, on any exception it is removed (`run_directory` for one
+    file; overwrite checks are the caller's)."""
+    out = Path(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)  # mkstemp makes it private
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 _WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR})
 """Errors of the output location (full disk, read-only, not a directory): user errors, not bugs."""
 

@@ -22,11 +22,11 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hookunlearn.artifacts import staged_file
 from hookunlearn.errors import ArtifactError
 
 REPORT_NAME = "report.html"
@@ -87,18 +87,8 @@ def write_html_report(
             "re-render with <code>hookunlearn report RUN_DIR --force</code> after an update, or report the error.</p>"
             "</body></html>\n"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return target
 
 

@@ -70,25 +70,18 @@ def encode(model: LanguageModel, text: str) -> list[int]:
 
 
 def encode_pair(model: LanguageModel, context: str, continuation: str, prefix: Sequence[int]) -> EncodedPair:
-    """Tokenise like lm-evaluation-harness's ``_encode_pair``."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
-    whole = encode(model, context + continuation)
-    context_ids = encode(model, context)
-    continuation_ids = whole[len(context_ids) :]
-    if whole[: len(context_ids)] != context_ids:
-        # The context's last token merges with the continuation: score the continuation's own tokens.
-        continuation_ids = encode(model, continuation)
-    return EncodedPair(tuple(prefix) + tuple(context_ids), tuple(continuation_ids))
+    """Tokenise like lm-evaluation-harness's ``_encode_pair`` (one request of `encode_pairs`)."""
+    return encode_pairs(model, [(context, continuation)], prefix)[0]
 
 
 def encode_pairs(
     model: LanguageModel, requests: Sequence[tuple[str, str]], prefix: Sequence[int]
 ) -> list[EncodedPair]:
-    """`encode_pair` for many (context, continuation) requests, with every distinct string
-    tokenised once in one batched tokenizer call (MC choices share their context)."""
+    """(context, continuation) requests tokenised as lm-evaluation-harness's ``_encode_pair`` does:
+    trailing whitespace of the context moves to the continuation, the continuation's tokens are the
+    tail of context+continuation (its own tokens when the context's last token merges with it),
+    and ``prefix`` (BOS) goes in front. Every distinct string is tokenised once, in one batched
+    tokenizer call (MC choices share their context)."""
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
     split = []
@@ -107,7 +100,7 @@ def encode_pairs(
     for context, continuation in split:
         whole, context_ids = ids[context + continuation], ids[context]
         continuation_ids = whole[len(context_ids) :]
-        if whole[: len(context_ids)] != context_ids:  # as encode_pair: the context's last token merged
+        if whole[: len(context_ids)] != context_ids:  # the context's last token merged
             continuation_ids = encode(model, continuation)
         pairs.append(EncodedPair(tuple(prefix) + tuple(context_ids), tuple(continuation_ids)))
     return pairs

@@ -96,7 +96,8 @@ def write_steer_file(
             "head_index": None,
         }
     }
-    staging = out.with_name(f".{out.name}.partial")
-    torch.save(steer, staging)
-    os.replace(staging, out)
+    from hookunlearn.artifacts import staged_file
+
+    with staged_file(out) as staging:
+        torch.save(steer, staging)
     return out
