@@ -78,7 +78,7 @@ def _generation_case(
     from lm_eval.tasks import TaskManager
 
     from hookunlearn.evaluation.gsm8k import fit_prompt, generate_greedy, render_prompt
-    from hookunlearn.evaluation.scoring import bos_prefix, encode
+    from hookunlearn.evaluation.scoring import bos_prefix, encode_batch
     from hookunlearn.world.assets import world_dir
 
     rows = [json.loads(line) for line in (world_dir() / "data" / "entity_qa.jsonl").read_text().splitlines()][
@@ -98,7 +98,8 @@ def _generation_case(
     prefix = bos_prefix(model, None)
     budget = model.cfg.n_ctx - max_new_tokens
     start = time.perf_counter()
-    prompts = [fit_prompt(encode(model, render_prompt(p["question"], [])), prefix, budget) for p in problems]
+    encoded = encode_batch(model, [render_prompt(p["question"], []) for p in problems])
+    prompts = [fit_prompt(ids, prefix, budget) for ids in encoded]
     ours = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     ours_s = time.perf_counter() - start
     manager = TaskManager(include_path=str(tasks))

@@ -31,10 +31,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import TransformerLensKeyValueCache
 
+from hookunlearn.backends import backend_name
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
-from hookunlearn.evaluation.scoring import bos_prefix, encode
+from hookunlearn.evaluation.scoring import _tail, bos_prefix, encode_batch
 from hookunlearn.evaluation.standard import data_name
 from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 
@@ -183,7 +184,18 @@ def _next_logits(
     mask: Int[Tensor, "batch pos"],
     cache: TransformerLensKeyValueCache,
 ) -> Float[Tensor, "batch vocab"]:
+    """Log-probabilities after each row's last token (the cache grows by ``tokens``). On the
+    hooked backend the final norm and unembedding run at the last position only (`log_probs_at`'s
+    tail): a prompt's prefill is one forward, with no ``[batch, pos, vocab]`` tensor."""
     device = model.cfg.device
+    if backend_name(model) == "hooked":
+        residual = model(
+            tokens.to(device),
+            attention_mask=mask.to(device),
+            past_kv_cache=cache,
+            stop_at_layer=model.cfg.n_layers,
+        )
+        return _tail(model, residual[:, -1])
     logits = model(tokens.to(device), attention_mask=mask.to(device), past_kv_cache=cache)
     return logits[:, -1, :]
 
@@ -215,7 +227,7 @@ def _generate_batch(
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, len(prompts))
     generated: list[list[int]] = [[] for _ in prompts]
     done = [False] * len(prompts)
-    if tokens.shape[1] > 1:
+    if tokens.shape[1] > 1 and backend_name(model) != "hooked":
         # Prefill without logits: [batch, pos, vocab] would be huge for long prompts and vocabularies.
         device = model.cfg.device
         model(
@@ -224,7 +236,8 @@ def _generate_batch(
             past_kv_cache=cache,
             return_type=None,
         )
-    logits = _next_logits(model, tokens[:, -1:], mask[:, -1:], cache)
+        tokens, mask = tokens[:, -1:], mask[:, -1:]
+    logits = _next_logits(model, tokens, mask, cache)
     for step in range(max_new_tokens):
         next_ids = logits.argmax(dim=-1).cpu()
         for row, token in enumerate(next_ids.tolist()):
@@ -368,7 +381,7 @@ class GSM8K(Suite):
         positions, records, problems = self.selection()
         prompts = self.prompts(problems)
         prefix = bos_prefix(model, config.prepend_bos)
-        encoded = [encode(model, prompt) for prompt in prompts]
+        encoded = encode_batch(model, prompts)
         n_truncated = sum(len(prefix) + len(ids) > budget for ids in encoded)
         context.say(f"gsm8k: generating for {len(problems)} problems ({config.n_shot}-shot)")
         generations = generate_greedy(

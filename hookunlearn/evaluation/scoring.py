@@ -69,6 +69,15 @@ def encode(model: LanguageModel, text: str) -> list[int]:
     return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def encode_batch(model: LanguageModel, texts: Sequence[str]) -> list[list[int]]:
+    """`encode` for many texts in one batched tokenizer call (the same ids)."""
+    if model.tokenizer is None:
+        raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
+    if not texts:
+        return []
+    return [list(ids) for ids in model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 def encode_pair(model: LanguageModel, context: str, continuation: str, prefix: Sequence[int]) -> EncodedPair:
     """Tokenise like lm-evaluation-harness's ``_encode_pair`` (one request of `encode_pairs`)."""
     return encode_pairs(model, [(context, continuation)], prefix)[0]
