@@ -80,6 +80,14 @@ app.add_typer(world_app, name="world", short_help="The embedded world: data, mod
 _BACKEND_HELP = (
     "Model class: hooked (HookedTransformer) or bridge (TransformerBridge, TransformerLens 4's path)."
 )
+_N_DEVICES_HELP = (
+    "hooked backend: spread the blocks over this many CUDA devices from --device on "
+    "(TransformerLens's split; see docs/performance.md)."
+)
+_DEVICE_MAP_HELP = (
+    "bridge backend: transformers' device_map (auto, balanced, balanced_low_0, sequential, or a JSON "
+    "file of module -> device); leave --device at auto."
+)
 
 
 def _method_names() -> tuple[str, ...]:
@@ -194,6 +202,8 @@ def select(
         "energy-share diagnostics read it; no score does).",
     ),
     backend: str = typer.Option("hooked", help=_BACKEND_HELP),
+    n_devices: int = typer.Option(1, "--n-devices", min=1, help=_N_DEVICES_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=_DEVICE_MAP_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Find which layer and which SAE latents carry the knowledge to forget.
@@ -239,6 +249,8 @@ def select(
             second_moments=second_moments,
             force=force,
             backend=backend,
+            n_devices=n_devices,
+            device_map=device_map,
         )
         with _select_progress() as progress:
             result = run_select(config, progress=progress)
@@ -442,6 +454,8 @@ def unlearn(
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     backend: str | None = typer.Option(None, help=_BACKEND_HELP + " Default: the subspace's, else hooked."),
+    n_devices: int = typer.Option(1, "--n-devices", min=1, help=_N_DEVICES_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=_DEVICE_MAP_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
 ) -> None:
     """Run an unlearning method (or an inference-time intervention) and export the model.
@@ -504,6 +518,8 @@ def unlearn(
             dtype=dtype,
             force=force,
             backend=backend,
+            n_devices=n_devices,
+            device_map=device_map,
         )
         bars: list[tqdm] = []  # made at the first step, so an error before training is stderr's first line
 
@@ -601,6 +617,8 @@ def eval_(
     backend: str = typer.Option("hooked", help=_BACKEND_HELP),
     force: bool = typer.Option(False, "--force", help="Replace --out if it exists."),
     device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto."),
+    n_devices: int = typer.Option(1, "--n-devices", min=1, help=_N_DEVICES_HELP),
+    device_map: str | None = typer.Option(None, "--device-map", help=_DEVICE_MAP_HELP),
     dtype: str = typer.Option("float32", help="float32, bfloat16 or float16."),
     batch_size: int = typer.Option(32, min=1, help="Sequences per forward pass."),
     intervention: str | None = typer.Option(
@@ -668,6 +686,8 @@ def eval_(
                 force=force,
                 backend=backend,
                 device=device,
+                n_devices=n_devices,
+                device_map=device_map,
                 dtype=dtype,
                 batch_size=batch_size,
                 intervention=intervention,

@@ -68,6 +68,7 @@ __all__ = [
     "config_fingerprint",
     "effective_processing",
     "hooked_config_from_hf",
+    "check_placement",
     "load_model",
     "model_info",
     "resolve_device",
@@ -131,6 +132,10 @@ class ModelInfo:
     d_model: int
     backend: str = "hooked"
     """The backend that runs it (`hookunlearn.backends`): ``hooked`` (HookedTransformer) or ``bridge``."""
+    n_devices: int = 1
+    """Devices the blocks are spread over (``hooked``: ``n_devices``; ``bridge``: the realised device map's)."""
+    device_map: str | None = None
+    """The bridge's ``device_map`` as asked for (``auto``, ``balanced``, a JSON file's path), else None."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; processing flags as nested dicts."""
@@ -194,6 +199,92 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+DEVICE_MAP_CHOICES: tuple[str, ...] = ("auto", "balanced", "balanced_low_0", "sequential")
+"""``device_map`` strings passed to ``transformers``/accelerate as they are (else: a JSON file)."""
+
+
+def check_placement(
+    *,
+    backend: str = "hooked",
+    device: str | torch.device = "auto",
+    n_devices: int = 1,
+    device_map: str | Mapping[str, Any] | None = None,
+) -> str | dict[str, Any] | None:
+    """Check a multi-device placement before anything loads; returns the ``device_map`` to pass
+    (a choice of `DEVICE_MAP_CHOICES`, a dict read from a JSON file, or None).
+
+    ``n_devices`` (``hooked`` only) needs CUDA and that many visible devices; ``device_map``
+    (``bridge`` only) leaves ``device`` at ``auto``; neither combines with torchrun (data
+    parallelism keeps one whole model per process). Raises `ModelLoadError`.
+    """
+    from hookunlearn import distributed
+
+    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+        raise ModelLoadError(f"--n-devices {n_devices!r}: give a whole number >= 1.")
+    if n_devices > 1 and backend != "hooked":
+        raise ModelLoadError(
+            f"--n-devices {n_devices} is the hooked backend's placement; with --backend {backend} "
+            "use --device-map auto (or balanced, or a JSON file)."
+        )
+    if device_map is not None and backend != "bridge":
+        raise ModelLoadError(
+            f"--device-map is the bridge backend's placement (transformers/accelerate); with --backend "
+            f"{backend} use --n-devices N."
+        )
+    if (n_devices > 1 or device_map is not None) and distributed.launched():
+        what = f"--n-devices {n_devices}" if n_devices > 1 else "--device-map"
+        raise ModelLoadError(
+            f"{what} under torchrun: data parallelism keeps a whole model in each process; "
+            "run one process without torchrun to spread a model over several GPUs."
+        )
+    if n_devices > 1:
+        resolved = resolve_device(device)
+        if resolved.type != "cuda":
+            raise ModelLoadError(
+                f"--n-devices {n_devices} spreads the blocks over CUDA devices, but the device is "
+                f"{str(device)!r} ({resolved.type}); use --device cuda (or auto on a machine with GPUs)."
+            )
+        first = resolved.index or 0
+        if first + n_devices > torch.cuda.device_count():
+            raise ModelLoadError(
+                f"--n-devices {n_devices} from {resolved}: only {torch.cuda.device_count()} CUDA device(s) "
+                f"are visible (cuda:0..cuda:{torch.cuda.device_count() - 1}); lower --n-devices."
+            )
+    if device_map is None:
+        return None
+    if str(device).strip().lower() != "auto":
+        raise ModelLoadError(
+            f"--device-map places the model itself; leave --device at auto (it is {str(device)!r})."
+        )
+    return _parse_device_map(device_map)
+
+
+def _parse_device_map(device_map: str | Mapping[str, Any]) -> str | dict[str, Any]:
+    if isinstance(device_map, Mapping):
+        return dict(device_map)
+    text = str(device_map).strip()
+    if text in DEVICE_MAP_CHOICES:
+        return text
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ModelLoadError(
+            f"--device-map {text!r} is neither one of {', '.join(DEVICE_MAP_CHOICES)} nor a JSON file."
+        )
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"--device-map {text!r}: not readable JSON ({exc}).") from None
+    if not isinstance(mapping, dict) or not all(
+        isinstance(key, str) and isinstance(value, int | str) and not isinstance(value, bool)
+        for key, value in mapping.items()
+    ):
+        raise ModelLoadError(
+            f"--device-map {text!r}: give a JSON object of module name -> device "
+            '(e.g. {"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": 1}).'
+        )
+    return mapping
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,6 +447,8 @@ def load_model(
     processing: WeightProcessing | str | None = None,
     trust_remote_code: bool = False,
     backend: str = "hooked",
+    n_devices: int = 1,
+    device_map: str | Mapping[str, Any] | None = None,
 ) -> LanguageModel:
     """Load a `HookedTransformer` (or a `TransformerBridge`) from a local HF checkpoint directory or a TransformerLens model name.
 
@@ -376,6 +469,12 @@ def load_model(
             ``bridge`` (a `TransformerBridge` on the HF module itself: local directories of any
             architecture TransformerLens's bridge has an adapter for, raw weights only); see
             `hookunlearn.backends`.
+        n_devices: ``hooked`` only: spread the blocks over this many CUDA devices from ``device``
+            on (TransformerLens's split, `hookunlearn.backends.hooked.place`); 1: one device.
+        device_map: ``bridge`` only: ``auto``, ``balanced``, ``balanced_low_0``, ``sequential``, a
+            JSON file of module name -> device, or such a dict; handed to ``transformers``'
+            ``from_pretrained`` through ``TransformerBridge.boot_transformers`` (``device`` stays ``auto``).
+            See docs/performance.md, "A model too large for one GPU", for what is tested.
 
     Returns:
         The model in eval mode, with ``model.hookunlearn_info`` set to a `ModelInfo`.
@@ -387,6 +486,7 @@ def load_model(
     """
     spec_text = os.fspath(spec)
     check_backend(backend)
+    mapping = check_placement(backend=backend, device=device, n_devices=n_devices, device_map=device_map)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
     requested = WeightProcessing.parse(processing)
@@ -398,16 +498,28 @@ def load_model(
         path = plugin_path
     if backend != "hooked":
         return _load_other_backend(
-            spec_text, path, backend, torch_device, torch_dtype, requested, trust_remote_code
+            spec_text,
+            path,
+            backend,
+            torch_device,
+            torch_dtype,
+            requested,
+            trust_remote_code,
+            mapping,
+            device_map,
         )
     if path.is_dir():
-        model, hf_model_type = _load_local(path, torch_device, torch_dtype, requested, trust_remote_code)
+        model, hf_model_type = _load_local(
+            path, torch_device, torch_dtype, requested, trust_remote_code, n_devices
+        )
         source, name = "local", str(path.resolve())
     else:
         official = _official_name(spec_text)
         if official is None:
             raise ModelLoadError(_unknown_spec_message(spec_text, path))
-        model = _load_official(spec_text, official, torch_device, torch_dtype, requested, trust_remote_code)
+        model = _load_official(
+            spec_text, official, torch_device, torch_dtype, requested, trust_remote_code, n_devices
+        )
         source, name = "official", official
         hf_model_type = None
     model.hookunlearn_info = ModelInfo(
@@ -423,6 +535,7 @@ def load_model(
         config_fingerprint=config_fingerprint(model.cfg),
         n_layers=model.cfg.n_layers,
         d_model=model.cfg.d_model,
+        n_devices=n_devices,
     )
     return model
 
@@ -435,6 +548,8 @@ def _load_other_backend(
     dtype: torch.dtype,
     requested: WeightProcessing,
     trust_remote_code: bool,
+    mapping: str | dict[str, Any] | None = None,
+    device_map: str | Mapping[str, Any] | None = None,
 ) -> LanguageModel:
     """A local checkpoint on a backend other than ``hooked`` (its module loads it)."""
     if not path.is_dir():
@@ -442,9 +557,15 @@ def _load_other_backend(
             f"model spec {spec!r}: the {backend} backend loads local Hugging Face checkpoint directories "
             "(or 'world'); pass a directory (download it first with huggingface-cli), or use --backend hooked."
         )
-    model, hf_model_type, fingerprint = get_backend(backend).load(
-        path, device, dtype, requested, trust_remote_code
+    module = get_backend(backend)
+    extra: dict[str, Any] = {"device_map": mapping} if mapping is not None else {}
+    model, hf_model_type, fingerprint = module.load(
+        path, device, dtype, requested, trust_remote_code, **extra
     )
+    if isinstance(device_map, Mapping):
+        recorded_map: str | None = json.dumps(dict(device_map), sort_keys=True)
+    else:
+        recorded_map = None if device_map is None else str(device_map)
     model.hookunlearn_info = ModelInfo(
         spec=spec,
         name=str(path.resolve()),
@@ -459,6 +580,8 @@ def _load_other_backend(
         n_layers=len(model.blocks),
         d_model=int(model.cfg.d_model),
         backend=backend,
+        n_devices=module.device_count(model) if hasattr(module, "device_count") else 1,
+        device_map=recorded_map,
     )
     return model
 
@@ -469,6 +592,7 @@ def _load_local(
     dtype: torch.dtype,
     requested: WeightProcessing,
     trust_remote_code: bool,
+    n_devices: int = 1,
 ) -> tuple[HookedTransformer, str]:
     """Config -> tokenizer -> HF model (float32, CPU) -> TL state dict -> processed -> moved and cast."""
     model_type = _read_model_type(path)
@@ -494,7 +618,7 @@ def _load_local(
         )
     del state_dict
     gc.collect()
-    _move_and_cast(model, device, dtype)
+    _move_and_cast(model, device, dtype, n_devices)
     model.eval()
     return model, model_type
 
@@ -606,7 +730,17 @@ def _is_tied_key(hf_model: PreTrainedModel, key: str) -> bool:
     return key.startswith("lm_head.") and bool(_hf_get(hf_model.config, "tie_word_embeddings", False))
 
 
-def _move_and_cast(model: HookedTransformer, device: torch.device, dtype: torch.dtype) -> None:
+def _move_and_cast(
+    model: HookedTransformer, device: torch.device, dtype: torch.dtype, n_devices: int = 1
+) -> None:
+    if n_devices > 1:
+        # cast on the CPU first (a float32 copy never reaches a GPU), then spread the blocks
+        if dtype != torch.float32:
+            model.to(dtype, print_details=False)
+        from hookunlearn.backends.hooked import place
+
+        place(model, device, n_devices)
+        return
     if device.type != "cpu":
         model.to(str(device), print_details=False)
     if dtype != torch.float32:
@@ -682,6 +816,7 @@ def _load_official(
     dtype: torch.dtype,
     requested: WeightProcessing,
     trust_remote_code: bool,
+    n_devices: int = 1,
 ) -> HookedTransformer:
     if official in NON_HF_HOSTED_MODEL_NAMES:
         raise ModelLoadError(
@@ -706,7 +841,9 @@ def _load_official(
                 official,
                 **requested.to_kwargs(),
                 refactor_factored_attn_matrices=False,
-                device=str(device),
+                # spread over several devices by `place` below, not by TransformerLens's own
+                # memory-greedy move (see hookunlearn.backends.hooked.place)
+                device="cpu" if n_devices > 1 else str(device),
                 dtype=dtype,  # ProcessWeights upcasts to float32 for the processing itself
                 **remote_code,
             )
@@ -723,6 +860,10 @@ def _load_official(
             f"model {spec!r}: could not be downloaded from the Hugging Face Hub ({reason}: "
             f"{type(exc).__name__}: {exc}). Pass a local checkpoint directory instead, or run with network access."
         ) from exc
+    if n_devices > 1:
+        from hookunlearn.backends.hooked import place
+
+        place(model, device, n_devices)
     model.eval()
     return model
 

@@ -223,7 +223,8 @@ def load_sae(
             ``release:sae_id`` from SAELens's registry.
         model: if given, the SAE must fit it (hook, width, weight processing) and is put on
             its device and dtype.
-        device: where to put the SAE (default: the model's device, else CPU).
+        device: where to put the SAE (default: the model's device, else CPU; on a model spread
+            over several devices, the device of the block its hook is in, where its input is).
         dtype: the SAE's dtype (default: the model's dtype, else the SAE's own / float32).
         model_processing: the model's weight processing, when ``model.hookunlearn_info`` does not say.
         converter: for releases, a SAELens loader ``(repo_id, folder_name, device, force_download,
@@ -252,6 +253,8 @@ def load_sae(
             spec_text, release, sae_id, model, processing, target_device, target_dtype, converter
         )
 
+    if model is not None and device is None:
+        target_device = _model_hook_device(model, sae, target_device)
     if target_device is not None or target_dtype is not None:
         sae = sae.to(device=target_device, dtype=target_dtype)
     sae.hookunlearn_info = _build_info(
@@ -644,6 +647,17 @@ def _parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if parsed is None:
         raise SAELoadError(f"unknown SAE dtype {dtype!r}; use one of: float32, bfloat16, float16, float64.")
     return parsed
+
+
+def _model_hook_device(model: LanguageModel, sae: SAE, default: torch.device | None) -> torch.device | None:
+    """On a model spread over several devices: where the SAE's hook's activation is; else ``default``."""
+    from hookunlearn.backends import backend_of
+
+    backend = backend_of(model)
+    hook_name = getattr(getattr(sae.cfg, "metadata", None), "hook_name", None)
+    if not hook_name or not backend.multi_device(model):
+        return default
+    return backend.hook_device(model, str(hook_name))
 
 
 def _parse_device(device: str | torch.device) -> torch.device:

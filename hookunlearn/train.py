@@ -232,7 +232,9 @@ class Trainer:
     def _inputs(self, forget: Batch, retain: Batch, perturbation: Perturbation | None = None) -> StepInputs:
         """The loss's inputs at the current weights; ``perturbation`` (layer, delta) is added to
         the forget side's residual stream entering that block (`hookunlearn.robust.lat`); the
-        retain side and the frozen reference run unperturbed."""
+        retain side and the frozen reference run unperturbed. On a model spread over several
+        devices the backend moves the residual stream to each block's device; the three
+        activations come back on the hooked block's device (where the objective computes)."""
         model, device = self.model, self.model.cfg.device
         inputs = StepInputs(forget=forget, retain=retain)
         if self.objective.spec.kind == "activation":
@@ -263,6 +265,8 @@ class Trainer:
         total = losses["loss"]
         penalty = self.objective.regularize(self.views(dict(self.params)), self.views(self.initial))
         if penalty is not None:
+            if penalty.device != total.device:  # a model spread over devices: the loss's device
+                penalty = penalty.to(total.device)
             total = total + penalty
             losses["regularizer"] = penalty
         return losses, total
@@ -356,9 +360,7 @@ class Trainer:
                 if distributed.is_distributed():
                     self._all_reduce_step(terms)
                 grads = [p.grad for p in self.params.values() if p.grad is not None]
-                grad_norm = (
-                    float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) if grads else 0.0
-                )
+                grad_norm = _global_norm(grads)
                 if not math.isfinite(grad_norm):
                     raise self._diverged(good, f"the gradient became {grad_norm}", step, "--lr")
                 if config.grad_clip is not None:
@@ -571,6 +573,16 @@ class _DeferredInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+def _global_norm(grads: Sequence[Tensor]) -> float:
+    """The norm of all gradients together; gradients on several devices (a model spread over
+    GPUs) are reduced per tensor and gathered on the first one's device."""
+    if not grads:
+        return 0.0
+    device = grads[0].device
+    norms = [g.norm() if g.device == device else g.norm().to(device) for g in grads]
+    return float(torch.linalg.vector_norm(torch.stack(norms)))
 
 
 def _adam_eps(dtype: torch.dtype) -> float:

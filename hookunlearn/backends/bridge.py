@@ -107,8 +107,13 @@ def load(
     dtype: torch.dtype,
     requested: WeightProcessing,
     trust_remote_code: bool,
+    device_map: str | dict[str, Any] | None = None,
 ) -> tuple[TransformerBridge, str, str]:
-    """Boot a local HF checkpoint directory; returns (bridge, model_type, config fingerprint)."""
+    """Boot a local HF checkpoint directory; returns (bridge, model_type, config fingerprint).
+
+    ``device_map`` (``auto``, ``balanced``, ... or a dict) goes to ``transformers``'
+    ``from_pretrained`` through ``boot_transformers`` (accelerate places the layers; ``device`` is
+    then not passed: the two are exclusive there)."""
     from hookunlearn.models import _load_tokenizer, quiet_libraries
 
     label = f"model directory '{path}'"
@@ -129,9 +134,12 @@ def load(
     tokenizer = _load_tokenizer(path, trust_remote_code)
     try:
         with quiet_libraries():
+            placement: dict[str, Any] = (
+                {"device": str(device)} if device_map is None else {"device_map": device_map}
+            )
             bridge = TransformerBridge.boot_transformers(
                 str(path),
-                device=str(device),
+                **placement,
                 dtype=dtype,
                 tokenizer=tokenizer,
                 trust_remote_code=trust_remote_code,
@@ -182,6 +190,70 @@ def _fingerprint(config: PretrainedConfig) -> str:
 
 def n_layers(model: TransformerBridge) -> int:
     return len(model.blocks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement (a device_map)
+# ---------------------------------------------------------------------------------------------
+
+
+def device_count(model: TransformerBridge) -> int:
+    """Distinct devices of the realised ``hf_device_map`` (1 without one)."""
+    mapping = getattr(model.original_model, "hf_device_map", None) or {}
+    return max(1, len({str(value) for value in mapping.values()}))
+
+
+def multi_device(model: TransformerBridge) -> bool:
+    """Whether the module's weights sit on more than one device (cached on the model)."""
+    cached = getattr(model, "_hookunlearn_multi_device", None)
+    if cached is None:
+        cached = len({param.device for param in model.parameters()}) > 1
+        object.__setattr__(model, "_hookunlearn_multi_device", cached)
+    return bool(cached)
+
+
+def block_device(model: TransformerBridge, index: int) -> torch.device:
+    """The device block ``index``'s weights are on."""
+    return next(model.blocks[index].parameters()).device
+
+
+def hook_device(model: TransformerBridge, hook_name: str) -> torch.device:
+    """Where the activation at ``hook_name`` is computed: the hook's block's device (the first
+    block's for hooks below the blocks, the last's above; ``hook_resid_pre`` of block L is seen
+    before the block, on the device of block L - 1)."""
+    from hookunlearn.hooks import hook_layer
+
+    if not multi_device(model):
+        return next(model.parameters()).device
+    layer = hook_layer(hook_name)
+    if layer is None:
+        layer = len(model.blocks) - 1 if hook_name.startswith(("ln_final", "unembed")) else 0
+    elif hook_name.endswith("hook_resid_pre") and layer > 0:
+        layer -= 1
+    return block_device(model, layer)
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """A recorded block input (tensors, tuples of them: rotary tables) on ``device``."""
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to_device(item, device) for item in value)
+    return value
+
+
+def _block_call(
+    model: TransformerBridge, index: int, resid: Tensor, rest: tuple[Any, ...], named: dict[str, Any]
+) -> Tensor:
+    """Block ``index`` on ``resid`` with its recorded inputs; on a model spread over several devices
+    the residual stream and those inputs first move to the block's device (accelerate's hooks on
+    the HF layer would move them too; the bridge's own hook points run before those)."""
+    if multi_device(model):
+        device = block_device(model, index)
+        resid = resid.to(device)
+        rest = tuple(_to_device(value, device) for value in rest)
+        named = {key: _to_device(value, device) for key, value in named.items()}
+    return _hidden(model.blocks[index](resid, *rest, **named))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,7 +459,7 @@ def run_blocks(
     shape = (int(resid.shape[0]), int(resid.shape[1]))
     for layer in range(start, stop):
         rest, named = _inputs_for(model, shape, layer)
-        resid = _hidden(model.blocks[layer](resid, *rest, **named))
+        resid = _block_call(model, layer, resid, rest, named)
     return resid
 
 
@@ -419,7 +491,7 @@ def run_block_with(
         for name, value in overrides.items():
             parameters[name].data = value
         rest, named = _inputs_for(model, (int(resid.shape[0]), int(resid.shape[1])), index)
-        return _hidden(model.blocks[index](resid, *rest, **named))
+        return _block_call(model, index, resid, rest, named)
     finally:
         for name, value in saved.items():
             parameters[name].data = value
@@ -495,11 +567,15 @@ __all__ = [
     "ExportParts",
     "TestedArchitecture",
     "block_overrides",
+    "block_device",
     "bridge_architectures",
+    "device_count",
     "export_parts",
+    "hook_device",
     "hf_name",
     "load",
     "log_probs_at",
+    "multi_device",
     "prefix",
     "run_block_with",
     "run_blocks",

@@ -9,11 +9,16 @@ gives for a `TransformerBridge`:
   orientation (the residual stream on the last axis of a writing weight);
 - the prefix below the first trained block (``stop_at_layer``) and a slice of blocks
   (``start_at_layer``/``stop_at_layer``), both native to `HookedTransformer`;
-- a block called with some of its tensors swapped (`torch.func.functional_call`).
+- a block called with some of its tensors swapped (`torch.func.functional_call`);
+- placement over several GPUs (``n_devices``, `place`): block ``i`` on TransformerLens's
+  ``get_device_for_block_index(i, cfg)``, the embeddings with the first block, the final norm and
+  unembedding with the last, so that TransformerLens's forward (which moves the residual stream to
+  that same device before each block) and the trainer's own block calls agree.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -24,6 +29,63 @@ from transformer_lens import HookedTransformer
 from hookunlearn.errors import HookunlearnError
 
 NAME = "hooked"
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement over several devices
+# ---------------------------------------------------------------------------------------------
+
+
+def _device_for_block(index: int, cfg: object) -> torch.device:
+    """TransformerLens's own rule, looked up where its forward looks it up (one place to follow)."""
+    # the module, not the class of the same name that ``transformer_lens`` exports
+    tl_module = importlib.import_module("transformer_lens.HookedTransformer")
+    return torch.device(tl_module.get_device_for_block_index(index, cfg))
+
+
+def place(model: HookedTransformer, device: torch.device, n_devices: int) -> None:
+    """Spread the blocks over ``n_devices`` devices starting at ``device`` (TransformerLens's split:
+    block ``i`` on ``get_device_for_block_index(i, cfg)``); embeddings go with block 0, the final
+    norm and the unembedding with the last block. Sets ``cfg.device``/``cfg.n_devices``.
+
+    Not TransformerLens's ``move_model_modules_to_device``: in 3.9 that puts each module on the
+    device with the most free memory at the moment it moves, which need not be the device its
+    forward then sends the residual stream to."""
+    model.cfg.device = str(device)
+    model.cfg.n_devices = n_devices
+    first = _device_for_block(0, model.cfg)
+    last = _device_for_block(model.cfg.n_layers - 1, model.cfg)
+    for name, module in model.named_children():
+        if name == "blocks":
+            continue
+        target = last if name in ("ln_final", "unembed") else first
+        module.to(target)
+    for index, block in enumerate(model.blocks):
+        block.to(_device_for_block(index, model.cfg))
+
+
+def multi_device(model: HookedTransformer) -> bool:
+    """Whether the blocks are spread over more than one device."""
+    return int(getattr(model.cfg, "n_devices", 1) or 1) > 1
+
+
+def block_device(model: HookedTransformer, index: int) -> torch.device:
+    """The device block ``index``'s weights are on."""
+    return next(model.blocks[index].parameters()).device
+
+
+def hook_device(model: HookedTransformer, hook_name: str) -> torch.device:
+    """Where the activation at ``hook_name`` is (an SAE reading it belongs there): the device of
+    the hook's block (``hook_resid_pre`` included: the forward moves the residual stream before
+    the block); the first block's for hooks below the blocks, the last's for those above."""
+    from hookunlearn.hooks import hook_layer
+
+    if not multi_device(model):
+        return next(model.parameters()).device
+    layer = hook_layer(hook_name)
+    if layer is None:
+        layer = model.cfg.n_layers - 1 if hook_name.startswith(("ln_final", "unembed")) else 0
+    return block_device(model, layer)
 
 
 def supports_processing() -> bool:
@@ -92,13 +154,21 @@ def run_block_with(
     overrides: Mapping[str, Tensor],
     resid: Float[Tensor, "batch pos d_model"],
 ) -> Float[Tensor, "batch pos d_model"]:
-    """Block ``index`` on ``resid`` with ``overrides`` (from `block_overrides`) in place of its tensors."""
+    """Block ``index`` on ``resid`` with ``overrides`` (from `block_overrides`) in place of its tensors.
+    On a model spread over several devices the residual stream first moves to the block's device
+    (as TransformerLens's forward does); on one device nothing is copied."""
+    if multi_device(model):
+        resid = resid.to(block_device(model, index))
     return torch.func.functional_call(model.blocks[index], dict(overrides), (resid,))
 
 
 __all__ = [
     "NAME",
+    "block_device",
     "block_overrides",
+    "hook_device",
+    "multi_device",
+    "place",
     "prefix",
     "run_block_with",
     "run_blocks",

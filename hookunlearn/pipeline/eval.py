@@ -50,6 +50,10 @@ class EvalConfig:
     """An intervention directory applied to the evaluated model through hooks."""
     backend: str = "hooked"
     """``hooked`` or ``bridge`` (`hookunlearn.backends`) for the model, the baseline and the oracle."""
+    n_devices: int = 1
+    """``hooked`` backend: spread the blocks of the model, baseline and oracle over this many CUDA devices (`load_model`)."""
+    device_map: str | None = None
+    """``bridge`` backend: ``auto``, ``balanced``, ``balanced_low_0``, ``sequential`` or a JSON file (`load_model`)."""
     log_samples: bool = False
     """Also write one JSON record per evaluated item to ``out/samples/<role>/<suite>.jsonl``
     (role: ``model``, ``baseline``, ``oracle``); needs ``out``."""
@@ -180,10 +184,14 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             },
         )
     suites = build_suites(config)
-    from hookunlearn.models import resolve_device, resolve_dtype
+    from hookunlearn.models import check_placement, resolve_device, resolve_dtype
 
     resolve_device(config.device)  # named as the option it is, before any model (or --oracle) loads
     resolve_dtype(config.dtype)
+    check_placement(
+        backend=config.backend, device=config.device, n_devices=config.n_devices, device_map=config.device_map
+    )
+    placement = {"n_devices": config.n_devices, "device_map": config.device_map}
     from hookunlearn import distributed
 
     distributed.init_from_env(config.device)  # under torchrun: scored items are sharded across ranks
@@ -205,14 +213,24 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
         if _is_report(spec):
             return read_report(spec)
         return load_model(
-            spec, device=config.device, dtype=config.dtype, processing=processing, backend=config.backend
+            spec,
+            device=config.device,
+            dtype=config.dtype,
+            processing=processing,
+            backend=config.backend,
+            **placement,
         )
 
     oracle_spec = resolve_oracle(config)
     base_arg = _named("--baseline", reference, config.baseline)
     oracle_arg = _named("--oracle", reference, oracle_spec)
     loaded = load_model(
-        config.model, device=config.device, dtype=config.dtype, processing=processing, backend=config.backend
+        config.model,
+        device=config.device,
+        dtype=config.dtype,
+        processing=processing,
+        backend=config.backend,
+        **placement,
     )
     context = EvalContext(batch_size=config.batch_size, progress=progress)
     if loaded_subspace is not None:

@@ -47,6 +47,10 @@ class SelectConfig:
     force: bool = False
     backend: str = "hooked"
     """``hooked`` or ``bridge`` (`hookunlearn.backends`): which TransformerLens model class runs the model."""
+    n_devices: int = 1
+    """``hooked`` backend: spread the model's blocks over this many CUDA devices (`load_model`)."""
+    device_map: str | None = None
+    """``bridge`` backend: ``auto``, ``balanced``, ``balanced_low_0``, ``sequential`` or a JSON file (`load_model`)."""
 
 
 @dataclass
@@ -81,7 +85,7 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
     from hookunlearn.artifacts import check_can_write, fingerprint_texts
     from hookunlearn.data import load_records, load_texts
     from hookunlearn.entities import parse_entity_prompts
-    from hookunlearn.models import load_model
+    from hookunlearn.models import check_placement, load_model
     from hookunlearn.recipes import check_active_recipe
     from hookunlearn.saes import load_sae
     from hookunlearn.selection import select as run_select
@@ -89,6 +93,9 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
     if config.out is not None:
         check_can_write(config.out, force=config.force)
     check_objective(config.objective)
+    check_placement(
+        backend=config.backend, device=config.device, n_devices=config.n_devices, device_map=config.device_map
+    )
     distributed.init_from_env(config.device)  # under torchrun: each rank streams a share of the batches
     loaded = load_model(
         config.model,
@@ -96,6 +103,8 @@ def select(config: SelectConfig, *, progress: Callable[[dict[str, Any]], None] |
         dtype=config.dtype,
         processing=config.processing,
         backend=config.backend,
+        n_devices=config.n_devices,
+        device_map=config.device_map,
     )
     sae_specs = candidate_saes(config)
     saes = [load_sae(spec, loaded) for spec in sae_specs]

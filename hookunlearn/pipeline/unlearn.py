@@ -278,6 +278,10 @@ class UnlearnConfig:
     force: bool = False
     backend: str | None = None
     """``hooked`` or ``bridge`` (`hookunlearn.backends`); default: the subspace's, else ``hooked``."""
+    n_devices: int = 1
+    """``hooked`` backend: spread the model's blocks over this many CUDA devices (`load_model`)."""
+    device_map: str | None = None
+    """``bridge`` backend: ``auto``, ``balanced``, ``balanced_low_0``, ``sequential`` or a JSON file (`load_model`)."""
 
 
 @dataclass
@@ -350,7 +354,16 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     out = Path(config.out)
     check_can_write(out, force=config.force)
     from hookunlearn import distributed
+    from hookunlearn.models import check_placement
 
+    # the backend's own checks (n_devices with hooked, device_map with bridge) wait until the
+    # backend is known (the subspace's); torchrun and the device count are checked now
+    check_placement(
+        backend="bridge" if config.device_map is not None else "hooked",
+        device=config.device,
+        n_devices=config.n_devices if config.device_map is None else 1,
+        device_map=config.device_map,
+    )
     distributed.init_from_env(config.device)  # under torchrun: data-parallel over the micro-batches
     from hookunlearn.artifacts import check_not_input
 
@@ -384,7 +397,15 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     processing = WeightProcessing.parse(recorded) if recorded else None
     backend = config.backend or (subspace.model.get("backend") if subspace is not None else None) or "hooked"
     check_stage_backend(refs, backend)
-    model = load_model(spec, device=config.device, dtype=config.dtype, processing=processing, backend=backend)
+    model = load_model(
+        spec,
+        device=config.device,
+        dtype=config.dtype,
+        processing=processing,
+        backend=backend,
+        n_devices=config.n_devices,
+        device_map=config.device_map,
+    )
     if manifest_in is not None:
         check_compatible(manifest_in, model=model_info(model).to_dict(), source=f"subspace {config.subspace}")
     sae = load_sae(subspace.sae["spec"], model) if subspace is not None and subspace.sae.get("spec") else None
