@@ -45,30 +45,6 @@ def _lm_eval(lm, manager, name: str) -> tuple[dict, float]:
     return results, time.perf_counter() - start
 
 
-GENERATION_TASK = """\
-# Written by benchmarks/eval_speed.py: GSM8K's zero-shot prompt and stop strings on local problems.
-task: {name}
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: generate_until
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs:
-  until: ["Question:", "</s>", "<|im_end|>"]
-  do_sample: false
-  max_gen_toks: {max_new_tokens}
-metric_list:
-  - metric: exact_match
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  version: 1
-"""
-
-
 def _generation_case(
     model, export: Path, scratch: Path, n: int, batch_size: int, max_new_tokens: int
 ) -> dict:
@@ -77,28 +53,21 @@ def _generation_case(
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from hookunlearn.evaluation.gsm8k import fit_prompt, generate_greedy, render_prompt
+    from hookunlearn.evaluation.gsm8k import STOP_SEQUENCES, fit_prompt, generate_greedy, render_prompt
+    from hookunlearn.evaluation.harness import write_generation_task
     from hookunlearn.evaluation.scoring import bos_prefix, encode_batch
     from hookunlearn.world.assets import world_dir
 
     rows = [json.loads(line) for line in (world_dir() / "data" / "entity_qa.jsonl").read_text().splitlines()][
         :n
     ]
-    problems = [
-        {"question": row["prompt"].removeprefix("Q: ").split("\n")[0], "answer": f"#### {i}"}
-        for i, row in enumerate(rows)
-    ]
+    texts = [render_prompt(row["prompt"].removeprefix("Q: ").split("\n")[0], []) for row in rows]
     tasks = scratch / "gen_tasks"
-    tasks.mkdir(parents=True, exist_ok=True)
-    data = tasks / "world_gen.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in problems), encoding="utf-8")
-    (tasks / "world_gen.yaml").write_text(
-        GENERATION_TASK.format(name="world_gen", data=json.dumps(str(data)), max_new_tokens=max_new_tokens)
-    )
+    write_generation_task(tasks, "world_gen", texts, until=STOP_SEQUENCES, max_gen_toks=max_new_tokens)
     prefix = bos_prefix(model, None)
     budget = model.cfg.n_ctx - max_new_tokens
     start = time.perf_counter()
-    encoded = encode_batch(model, [render_prompt(p["question"], []) for p in problems])
+    encoded = encode_batch(model, texts)
     prompts = [fit_prompt(ids, prefix, budget) for ids in encoded]
     ours = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
     ours_s = time.perf_counter() - start

@@ -267,3 +267,53 @@ def write_mc_task(
         encoding="utf-8",
     )
     return yaml
+
+
+def write_generation_task(
+    directory: str | Path,
+    name: str,
+    prompts: Sequence[str],
+    *,
+    until: Sequence[str] = ("Question:", "</s>", "<|im_end|>"),
+    max_gen_toks: int = 256,
+) -> Path:
+    """Write task ``name`` (``NAME.yaml`` + ``NAME.jsonl``) into ``directory``: the harness's
+    ``generate_until`` task generating greedily after each of ``prompts`` (rendered as given),
+    stopping at ``until`` (GSM8K's zero-shot stop strings by default) or after ``max_gen_toks``
+    tokens. The metric is an exact match against an empty target; what matters is the per-item
+    generation in the logged samples. Returns the YAML."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / f"{name}.jsonl"
+    rows = [{"id": index, "prompt": prompt, "target": ""} for index, prompt in enumerate(prompts)]
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    yaml = directory / f"{name}.yaml"
+    yaml.write_text(
+        "\n".join(
+            [
+                "# Written by hookunlearn.evaluation.harness.write_generation_task.",
+                f"task: {name}",
+                "dataset_path: json",
+                "dataset_kwargs:",
+                "  data_files:",
+                f"    test: {json.dumps(str(data.resolve()))}",
+                "test_split: test",
+                "output_type: generate_until",
+                'doc_to_text: "{{prompt}}"',
+                'doc_to_target: "{{target}}"',
+                "generation_kwargs:",
+                f"  until: {json.dumps(list(until))}",
+                "  do_sample: false",
+                f"  max_gen_toks: {int(max_gen_toks)}",
+                "metric_list:",
+                "  - metric: exact_match",
+                "    aggregation: mean",
+                "    higher_is_better: true",
+                "metadata:",
+                "  version: 1",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return yaml

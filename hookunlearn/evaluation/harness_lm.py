@@ -34,7 +34,9 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 
+from hookunlearn.backends import backend_name
 from hookunlearn.backends.types import LanguageModel
+from hookunlearn.evaluation.gsm8k import generate_greedy
 from hookunlearn.evaluation.scoring import EncodedPair, score_pairs
 
 __all__ = ["HookunlearnLM"]
@@ -163,8 +165,12 @@ class HookunlearnLM(TemplateLM):
 
     @torch.no_grad()
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        out = []
-        for request in requests:
+        """Greedy generations, batched (``batch_size`` prompts at a time, longest first) with a
+        key-value cache: the gsm8k suite's generator (`hookunlearn.evaluation.gsm8k.generate_greedy`).
+        Requests with the same stop strings and token budget run together; each context keeps its
+        last ``max_length - max_gen_toks`` tokens, as the harness's ``hf`` model keeps them."""
+        groups: dict[tuple[tuple[str, ...], int], list[tuple[int, str]]] = {}
+        for index, request in enumerate(requests):
             context, gen_kwargs = request.args
             kwargs = dict(gen_kwargs or {})
             if kwargs.get("do_sample") or float(kwargs.get("temperature") or 0.0) > 0.0:
@@ -174,10 +180,24 @@ class HookunlearnLM(TemplateLM):
                 )
             until = kwargs.get("until") or [self.tok_decode([self.eot_token_id])]
             until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
-            tokens = self.tok_encode(context)[-(self.max_length - 1) :]
-            text = self._greedy(tokens, max_new, until)
-            out.append(text)
+            max_new = min(int(kwargs.get("max_gen_toks", self.max_gen_toks)), self.max_length - 1)
+            groups.setdefault((tuple(until), max_new), []).append((index, context))
+        out = [""] * len(requests)
+        for (until, max_new), members in groups.items():
+            budget = self.max_length - max_new
+            prompts = [self.tok_encode(context)[-budget:] or [self.prefix_token_id] for _, context in members]
+            if backend_name(self.model) == "hooked":
+                texts = generate_greedy(
+                    self.model,
+                    prompts,
+                    max_new_tokens=max_new,
+                    stop_sequences=until,
+                    batch_size=self.batch_size,
+                )
+            else:  # the bridge has no TransformerLens key-value cache: one full forward per token
+                texts = [self._greedy(prompt, max_new, list(until)) for prompt in prompts]
+            for (index, _), text in zip(members, texts, strict=True):
+                out[index] = text
         return out
 
     def _greedy(self, tokens: list[int], max_new: int, until: list[str]) -> str:

@@ -217,6 +217,42 @@ def test_harness_scores_a_conditional_clamp(
     )
 
 
+def test_harness_generation_by_hookunlearn_lm_equals_the_hf_model(
+    world_model, exported: Path, tmp_path: Path
+) -> None:
+    """``generate_until`` through HookunlearnLM (batched, cached: the gsm8k suite's generator)
+    writes the same texts as the harness's own hf model on the export, stop strings included."""
+    from lm_eval.tasks import TaskManager
+
+    from hookunlearn.evaluation.gsm8k import render_prompt
+    from hookunlearn.evaluation.harness import write_generation_task
+    from hookunlearn.evaluation.harness_lm import HookunlearnLM
+
+    rows = (world_dir() / "data" / "entity_qa.jsonl").read_text(encoding="utf-8").splitlines()[:10]
+    prompts = [
+        render_prompt(json.loads(row)["prompt"].removeprefix("Q: ").split("\n")[0], []) for row in rows
+    ]
+    prompts.append("")  # an empty context: the harness starts it from BOS
+    write_generation_task(
+        tmp_path / "gen", "world_gen", prompts, until=["Question:", "\n\n"], max_gen_toks=12
+    )
+    manager = TaskManager(include_path=str(tmp_path / "gen"))
+
+    def texts(model, **kwargs) -> list[str]:
+        results = lm_eval.simple_evaluate(
+            model=model, tasks=["world_gen"], task_manager=manager, bootstrap_iters=0, log_samples=True,
+            verbosity="ERROR", **kwargs,
+        )  # fmt: skip
+        samples = sorted(results["samples"]["world_gen"], key=lambda row: row["doc_id"])
+        return [row["resps"][0][0] for row in samples]
+
+    theirs = texts("hf", model_args=f"pretrained={exported},device=cpu", batch_size=4)
+    ours = texts(HookunlearnLM(world_model, batch_size=4))
+    assert len(ours) == len(prompts)
+    assert ours == theirs
+    assert any(ours) and len(set(ours)) > 3  # real generations, not empty strings
+
+
 def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
     from hookunlearn.cli.app import app
     from typer.testing import CliRunner
