@@ -9,9 +9,12 @@ swaps in torch's fused kernels where the function is the same:
 - **Activations.** ``gelu_new`` and ``gelu_fast`` are the tanh approximation of GELU, which
   ``torch.nn.functional.gelu(x, approximate="tanh")`` computes in one kernel (TransformerLens's own
   ``gelu_pytorch_tanh``). The activation is not a hook point, so nothing observable changes.
-- **Attention** (the ``Attention`` and ``GroupedQueryAttention`` classes): the same ``F.linear`` projections, permutes and matrix
-  products as TransformerLens's, without its ``einops.rearrange`` calls (eleven per layer; Python
-  overhead that dominates token-by-token generation); bit-identical, hooks unchanged.
+- **Attention** (the ``Attention`` and ``GroupedQueryAttention`` classes): the Q/K/V projections
+  (plain inputs), the scores and the mixing with the same ``F.linear`` calls, permutes and matrix
+  products as TransformerLens's, without its ``einops.rearrange`` calls (Python overhead that
+  dominates token-by-token generation); bit-identical, every hook point unchanged. (Rewriting the
+  whole attention forward as well, to drop the per-call copy of ``W_O``, measured no faster on
+  the world model, so TransformerLens's forward stays.)
 - **Unembedding**: ``F.linear`` on the transposed view of ``W_U`` instead of a contiguous copy of
   it made at every call (at a 256k vocabulary that copy is the size of the embedding matrix).
 - **Normalisation** (``LN``, ``LNPre``, ``RMS``, ``RMSPre``): ``torch.nn.functional.layer_norm`` /
@@ -129,6 +132,10 @@ class _PlainAttention(AbstractAttention):
     TransformerLens's, without einops. Listed after the TransformerLens class in a fused class's
     bases, so the grouped-query class's ``super()`` calls (after repeating K/V heads) land here."""
 
+    def _plain_inputs(self) -> bool:
+        cfg = self.cfg
+        return not (cfg.use_split_qkv_input or cfg.use_attn_in or cfg.load_in_4bit or cfg.use_qk_norm)
+
     def calculate_attention_scores(
         self,
         q: Float[Tensor, "batch pos head_index d_head"],
@@ -143,10 +150,6 @@ class _PlainAttention(AbstractAttention):
         pattern: Float[Tensor, "batch head_index pos kv_pos"],
     ) -> Float[Tensor, "batch pos head_index d_head"]:
         return self.hook_z((pattern @ v.permute(0, 2, 1, 3)).permute(0, 2, 1, 3))
-
-    def _plain_inputs(self) -> bool:
-        cfg = self.cfg
-        return not (cfg.use_split_qkv_input or cfg.use_attn_in or cfg.load_in_4bit or cfg.use_qk_norm)
 
 
 class FusedAttention(Attention, _PlainAttention):

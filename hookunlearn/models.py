@@ -136,6 +136,8 @@ class ModelInfo:
     """Devices the blocks are spread over (``hooked``: ``n_devices``; ``bridge``: the realised device map's)."""
     device_map: str | None = None
     """The bridge's ``device_map`` as asked for (``auto``, ``balanced``, a JSON file's path), else None."""
+    fused_kernels: bool = False
+    """Whether `hookunlearn.kernels.fuse_kernels` swapped fused kernels in (``hooked`` only)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict; processing flags as nested dicts."""
@@ -449,6 +451,7 @@ def load_model(
     backend: str = "hooked",
     n_devices: int = 1,
     device_map: str | Mapping[str, Any] | None = None,
+    fused_kernels: bool = True,
 ) -> LanguageModel:
     """Load a `HookedTransformer` (or a `TransformerBridge`) from a local HF checkpoint directory or a TransformerLens model name.
 
@@ -475,6 +478,10 @@ def load_model(
             JSON file of module name -> device, or such a dict; handed to ``transformers``'
             ``from_pretrained`` through ``TransformerBridge.boot_transformers`` (``device`` stays ``auto``).
             See docs/performance.md, "A model too large for one GPU", for what is tested.
+        fused_kernels: ``hooked`` only: swap torch's fused kernels in for TransformerLens's
+            elementwise chains (normalisation while its hook points are free, tanh GELU,
+            einops-free attention; `hookunlearn.kernels`): the same function to float round-off,
+            faster. False keeps TransformerLens's modules as they are.
 
     Returns:
         The model in eval mode, with ``model.hookunlearn_info`` set to a `ModelInfo`.
@@ -536,7 +543,12 @@ def load_model(
         n_layers=model.cfg.n_layers,
         d_model=model.cfg.d_model,
         n_devices=n_devices,
+        fused_kernels=fused_kernels,
     )
+    if fused_kernels:
+        from hookunlearn.kernels import fuse_kernels
+
+        fuse_kernels(model)
     return model
 
 
