@@ -10,13 +10,14 @@ For each MC data file (the world's hazard and benign questions by default) and e
   `hookunlearn.evaluation.harness.write_mc_task` writes from the same data in the same protocol.
 
 It reports each side's accuracy, how many items get the same prediction, the largest per-choice
-log-likelihood difference, and each side's wall time and items/s (model load excluded; the
-harness's time includes building its requests, as a user of it pays) with the ratio. The export
+log-likelihood difference, and each side's wall time (the median of ``--repeats`` alternating
+runs) and items/s (model load excluded; the harness's time includes building its requests, as a
+user of it pays) with the ratio. The export
 must be one `hookunlearn export` wrote (its tokenizer prepends BOS when the model expects it);
 the default is a fresh export of the shipped world model. Prints a table, writes JSON (default
 benchmarks/results/eval_speed.json).
 
-    python benchmarks/eval_speed.py [--export DIR] [--batch-size 32] [--out FILE]
+    python benchmarks/eval_speed.py [--export DIR] [--batch-size 32] [--repeats 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -46,10 +48,11 @@ def _lm_eval(lm, manager, name: str) -> tuple[dict, float]:
 
 
 def _generation_case(
-    model, export: Path, scratch: Path, n: int, batch_size: int, max_new_tokens: int
+    model, export: Path, scratch: Path, n: int, batch_size: int, max_new_tokens: int, repeats: int
 ) -> dict:
     """GSM8K-style zero-shot greedy generation on ``n`` world questions: our gsm8k suite's
-    generator vs the harness's hf model (HF ``generate``), at the same batch size."""
+    generator vs the harness's hf model (HF ``generate``), at the same batch size; each side
+    ``repeats`` times, alternating, median time."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -66,23 +69,26 @@ def _generation_case(
     write_generation_task(tasks, "world_gen", texts, until=STOP_SEQUENCES, max_gen_toks=max_new_tokens)
     prefix = bos_prefix(model, None)
     budget = model.cfg.n_ctx - max_new_tokens
-    start = time.perf_counter()
-    encoded = encode_batch(model, texts)
-    prompts = [fit_prompt(ids, prefix, budget) for ids in encoded]
-    ours = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    ours_s = time.perf_counter() - start
     manager = TaskManager(include_path=str(tasks))
-    start = time.perf_counter()
-    results = lm_eval.simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={export},device=cpu",
-        tasks=["world_gen"],
-        task_manager=manager,
-        batch_size=batch_size,
-        bootstrap_iters=0,
-        log_samples=True,
-    )
-    theirs_s = time.perf_counter() - start
+    ours_times, theirs_times = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        encoded = encode_batch(model, texts)
+        prompts = [fit_prompt(ids, prefix, budget) for ids in encoded]
+        ours = generate_greedy(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        ours_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        results = lm_eval.simple_evaluate(
+            model="hf",
+            model_args=f"pretrained={export},device=cpu",
+            tasks=["world_gen"],
+            task_manager=manager,
+            batch_size=batch_size,
+            bootstrap_iters=0,
+            log_samples=True,
+        )
+        theirs_times.append(time.perf_counter() - start)
+    ours_s, theirs_s = statistics.median(ours_times), statistics.median(theirs_times)
     samples = sorted(results["samples"]["world_gen"], key=lambda row: row["doc_id"])
     theirs = [row["resps"][0][0] for row in samples]
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
@@ -94,6 +100,8 @@ def _generation_case(
         "first_difference": next(([a, b] for a, b in zip(ours, theirs, strict=True) if a != b), None),
         "hookunlearn_s": ours_s,
         "lm_eval_s": theirs_s,
+        "hookunlearn_runs_s": ours_times,
+        "lm_eval_runs_s": theirs_times,
         "speedup": theirs_s / ours_s,
     }
 
@@ -108,6 +116,7 @@ def main() -> int:
     parser.add_argument("--generation", type=int, default=96, help="GSM8K-style generations (0: skip)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--generation-batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side and case (median)")
     parser.add_argument("--out", default="benchmarks/results/eval_speed.json")
     args = parser.parse_args()
 
@@ -143,11 +152,15 @@ def main() -> int:
     harness_s = 0.0
     total_ours = 0.0
     for name, data, protocol, questions in cases:
-        harness, case_harness_s = _lm_eval(hf, manager, name)
+        harness_times, ours_times = [], []
+        for _ in range(args.repeats):  # alternating, median time of each side
+            harness, seconds = _lm_eval(hf, manager, name)
+            harness_times.append(seconds)
+            start = time.perf_counter()
+            ours = evaluate_mc(model, questions, protocol=protocol, batch_size=args.batch_size)
+            ours_times.append(time.perf_counter() - start)
+        case_harness_s, ours_s = statistics.median(harness_times), statistics.median(ours_times)
         harness_s += case_harness_s
-        start = time.perf_counter()
-        ours = evaluate_mc(model, questions, protocol=protocol, batch_size=args.batch_size)
-        ours_s = time.perf_counter() - start
         total_ours += ours_s
         samples = sorted(harness["samples"][name], key=lambda row: row["doc_id"])
         theirs = [[float(r[0][0]) for r in row["resps"]] for row in samples]
@@ -181,11 +194,13 @@ def main() -> int:
         "lm_eval_items_per_s": n_items / harness_s,
         "speedup": harness_s / total_ours,
         "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
     }
     print(
-        f"{'data':<11} {'protocol':<13} {'n':>4} {'ours acc':>9} {'lm-eval acc':>12} {'same pred':>10} {'max |dLL|':>10}"
+        f"{'data':<11} {'protocol':<13} {'n':>4} {'ours acc':>9} {'lm-eval acc':>12} {'same pred':>10} "
+        f"{'max |dLL|':>10} {'ours s':>7} {'lm-eval s':>9} {'ratio':>6}"
     )
     for row in rows:
         print(
@@ -200,7 +215,13 @@ def main() -> int:
     generation = None
     if args.generation:
         generation = _generation_case(
-            model, export, scratch, args.generation, args.generation_batch_size, args.max_new_tokens
+            model,
+            export,
+            scratch,
+            args.generation,
+            args.generation_batch_size,
+            args.max_new_tokens,
+            args.repeats,
         )
         print(
             f"generation ({generation['n']} prompts, batch {generation['batch_size']}, "
