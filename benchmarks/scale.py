@@ -146,6 +146,7 @@ def build_model(name: str):  # noqa: ANN201
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    from hookunlearn.kernels import fuse_kernels
     from hookunlearn.models import load_model
 
     spec = MODELS[name]
@@ -155,6 +156,7 @@ def build_model(name: str):  # noqa: ANN201
     torch.manual_seed(SEED)
     with torch.device(spec["device"]):  # created where it runs: no CPU copy of a GPU model
         model = HookedTransformer(cfg, tokenizer=tokenizer)
+    fuse_kernels(model)  # as load_model does for every checkpoint (both loops run on this model)
     model.eval()
     return model
 

@@ -82,6 +82,7 @@ def _build_model(name: str):  # noqa: ANN202
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+    from hookunlearn.kernels import fuse_kernels
     from hookunlearn.models import load_model
 
     world = load_model("world", device="cpu")
@@ -102,6 +103,7 @@ def _build_model(name: str):  # noqa: ANN202
     )
     torch.manual_seed(SEED)
     model = HookedTransformer(cfg, tokenizer=world.tokenizer)
+    fuse_kernels(model)  # as load_model does for every checkpoint (every loop runs on this model)
     model.eval()
     del world
     return model
