@@ -226,8 +226,6 @@ def write_mc_task(
     rendered by our own functions into each document, so the two cannot drift. Returns the YAML."""
     from hookunlearn.evaluation.mc import LETTERS, mc_request, parse_questions
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     questions = parse_questions(list(records), f"task {name}")
     rows = []
     for index, question in enumerate(questions):
@@ -235,38 +233,19 @@ def write_mc_task(
         prompt, _ = mc_request(question, protocol, description)
         choices = list(LETTERS[: len(question.choices)]) if protocol == "letter" else list(question.choices)
         rows.append({"id": index, "prompt": prompt, "choices": choices, "answer": question.answer})
-    data = directory / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    yaml = directory / f"{name}.yaml"
-    yaml.write_text(
-        "\n".join(
-            [
-                f"# Written by hookunlearn.evaluation.harness.write_mc_task ({protocol} protocol).",
-                f"task: {name}",
-                "dataset_path: json",
-                "dataset_kwargs:",
-                "  data_files:",
-                f"    test: {json.dumps(str(data.resolve()))}",
-                "test_split: test",
-                "output_type: multiple_choice",
-                'doc_to_text: "{{prompt}}"',
-                'doc_to_choice: "{{choices}}"',
-                "doc_to_target: answer",
-                "metric_list:",
-                "  - metric: acc",
-                "    aggregation: mean",
-                "    higher_is_better: true",
-                "  - metric: acc_norm",
-                "    aggregation: mean",
-                "    higher_is_better: true",
-                "metadata:",
-                "  version: 1",
-                "",
-            ]
-        ),
-        encoding="utf-8",
+    return _write_task(
+        directory,
+        name,
+        rows,
+        f"write_mc_task ({protocol} protocol)",
+        [
+            "output_type: multiple_choice",
+            'doc_to_text: "{{prompt}}"',
+            'doc_to_choice: "{{choices}}"',
+            "doc_to_target: answer",
+        ],
+        ["acc", "acc_norm"],
     )
-    return yaml
 
 
 def write_generation_task(
@@ -282,38 +261,52 @@ def write_generation_task(
     stopping at ``until`` (GSM8K's zero-shot stop strings by default) or after ``max_gen_toks``
     tokens. The metric is an exact match against an empty target; what matters is the per-item
     generation in the logged samples. Returns the YAML."""
+    rows = [{"id": index, "prompt": prompt, "target": ""} for index, prompt in enumerate(prompts)]
+    return _write_task(
+        directory,
+        name,
+        rows,
+        "write_generation_task",
+        [
+            "output_type: generate_until",
+            'doc_to_text: "{{prompt}}"',
+            'doc_to_target: "{{target}}"',
+            "generation_kwargs:",
+            f"  until: {json.dumps(list(until))}",
+            "  do_sample: false",
+            f"  max_gen_toks: {int(max_gen_toks)}",
+        ],
+        ["exact_match"],
+    )
+
+
+def _write_task(
+    directory: str | Path,
+    name: str,
+    rows: Sequence[Mapping[str, Any]],
+    writer: str,
+    body: Sequence[str],
+    metrics: Sequence[str],
+) -> Path:
+    """``NAME.jsonl`` (``rows``) and ``NAME.yaml`` (a local json dataset, ``body``, ``metrics``
+    averaged, higher better) in ``directory``; returns the YAML."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = directory / f"{name}.jsonl"
-    rows = [{"id": index, "prompt": prompt, "target": ""} for index, prompt in enumerate(prompts)]
     data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    lines = [
+        f"# Written by hookunlearn.evaluation.harness.{writer}.",
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        f"    test: {json.dumps(str(data.resolve()))}",
+        "test_split: test",
+        *body,
+        "metric_list:",
+    ]
+    for metric in metrics:
+        lines += [f"  - metric: {metric}", "    aggregation: mean", "    higher_is_better: true"]
     yaml = directory / f"{name}.yaml"
-    yaml.write_text(
-        "\n".join(
-            [
-                "# Written by hookunlearn.evaluation.harness.write_generation_task.",
-                f"task: {name}",
-                "dataset_path: json",
-                "dataset_kwargs:",
-                "  data_files:",
-                f"    test: {json.dumps(str(data.resolve()))}",
-                "test_split: test",
-                "output_type: generate_until",
-                'doc_to_text: "{{prompt}}"',
-                'doc_to_target: "{{target}}"',
-                "generation_kwargs:",
-                f"  until: {json.dumps(list(until))}",
-                "  do_sample: false",
-                f"  max_gen_toks: {int(max_gen_toks)}",
-                "metric_list:",
-                "  - metric: exact_match",
-                "    aggregation: mean",
-                "    higher_is_better: true",
-                "metadata:",
-                "  version: 1",
-                "",
-            ]
-        ),
-        encoding="utf-8",
-    )
+    yaml.write_text("\n".join([*lines, "metadata:", "  version: 1", ""]), encoding="utf-8")
     return yaml
