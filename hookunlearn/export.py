@@ -482,13 +482,20 @@ def _probe_batch(model: LanguageModel, texts: Sequence[str]) -> list[Int[Tensor,
 
 
 @contextlib.contextmanager
-def _float32_view(model: LanguageModel) -> Iterator[LanguageModel]:
-    """The model itself when float32; else a float32 twin (rotary tables recomputed in float32)."""
+def _float32_view(model: LanguageModel, device: torch.device) -> Iterator[LanguageModel]:
+    """The model itself when float32; else a float32 twin on ``device``, on one device (rotary
+    tables recomputed in float32)."""
     if next(model.parameters()).dtype == torch.float32:
         yield model
         return
     cfg = HookedTransformerConfig.from_dict(
-        {**model.cfg.to_dict(), "dtype": torch.float32, "init_weights": False}
+        {
+            **model.cfg.to_dict(),
+            "dtype": torch.float32,
+            "init_weights": False,
+            "n_devices": 1,
+            "device": str(device),
+        }
     )
     with quiet_libraries():
         twin = HookedTransformer(cfg, tokenizer=None, move_to_device=False)
@@ -498,7 +505,7 @@ def _float32_view(model: LanguageModel) -> Iterator[LanguageModel]:
         if not name.endswith(_BUFFER_SUFFIXES)
     }
     twin.load_state_dict(weights, strict=False)
-    twin.to(next(model.parameters()).device, print_details=False)
+    twin.to(device, print_details=False)
     twin.eval()
     try:
         yield twin
@@ -550,21 +557,29 @@ def _compare_logprobs(
     model: LanguageModel, hf_model: PreTrainedModel, sequences: Sequence[Tensor], label: str
 ) -> tuple[float, float | None]:
     """(max |log-prob difference| of the reloaded checkpoint vs the model in float32,
-    max |log-prob difference| of the model in its own half dtype vs float32, or None for float32)."""
-    device = next(model.parameters()).device
+    max |log-prob difference| of the model in its own half dtype vs float32, or None for float32).
+
+    A model spread over several devices (``n_devices``) is compared on the CPU: the reloaded
+    checkpoint (and a half-precision model's float32 twin) stay there instead of landing whole on
+    the first GPU, which could not hold them; the model itself runs where it is."""
+    spread = int(getattr(model.cfg, "n_devices", 1) or 1) > 1
+    device = torch.device("cpu") if spread else next(model.parameters()).device
     hf_model.to(device)  # type: ignore[arg-type]  # transformers types its .to wrapper oddly
+    model_device = torch.device(model.cfg.device) if spread else device
     worst, own_error = 0.0, None
-    with _float32_view(model) as reference:
+    with _float32_view(model, device) as reference:
         for sequence in sequences:
             tokens = sequence.to(device)
-            expected = _tl_logprobs(reference, tokens)
+            expected = _tl_logprobs(reference, tokens.to(model_device if reference is model else device))
+            expected = expected.to(device)
             if not torch.isfinite(expected).all():
                 raise ExportError(f"{label}: the model's own log-probs are not finite on the probe batch.")
             actual = torch.log_softmax(hf_model(input_ids=tokens, use_cache=False).logits.float(), dim=-1)
             difference = float((actual - expected).abs().max())
             worst = max(worst, difference if math.isfinite(difference) else math.inf)
             if reference is not model:
-                native = float((_tl_logprobs(model, tokens) - expected).abs().max())
+                own = _tl_logprobs(model, tokens.to(model_device)).to(device)
+                native = float((own - expected).abs().max())
                 own_error = max(own_error or 0.0, native if math.isfinite(native) else 0.0)
     return worst, own_error
 

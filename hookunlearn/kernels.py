@@ -8,7 +8,8 @@ swaps in torch's fused kernels where the function is the same:
 
 - **Activations.** ``gelu_new`` and ``gelu_fast`` are the tanh approximation of GELU, which
   ``torch.nn.functional.gelu(x, approximate="tanh")`` computes in one kernel (TransformerLens's own
-  ``gelu_pytorch_tanh``). The activation is not a hook point, so nothing observable changes.
+  ``gelu_pytorch_tanh``). The activation is not a hook point; ``hook_post`` sees its output, which
+  differs from TransformerLens's by float round-off (more in bf16).
 - **Attention** (the ``Attention`` and ``GroupedQueryAttention`` classes): the Q/K/V projections
   (plain inputs), the scores and the mixing with the same ``F.linear`` calls, permutes and matrix
   products as TransformerLens's, without its ``einops.rearrange`` calls (Python overhead that
@@ -17,6 +18,8 @@ swaps in torch's fused kernels where the function is the same:
   the world model, so TransformerLens's forward stays.)
 - **Unembedding**: ``F.linear`` on the transposed view of ``W_U`` instead of a contiguous copy of
   it made at every call (at a 256k vocabulary that copy is the size of the embedding matrix).
+  TransformerLens copies to reproduce HF's bf16 accumulation order bit for bit; the view gives the
+  same logits to round-off (export verification compares in float32).
 - **Normalisation** (``LN``, ``LNPre``, ``RMS``, ``RMSPre``): ``torch.nn.functional.layer_norm`` /
   ``rms_norm`` compute the same normalisation (population variance, ``eps`` inside the root, the
   same float32 upcast for half-precision models) -- **only while no hook is attached to the layer's
@@ -25,7 +28,7 @@ swaps in torch's fused kernels where the function is the same:
   it would see without the fusion.
 
 The results agree with TransformerLens's to float round-off (a few units in the last place:
-``tests/unit/test_kernels.py`` pins logits and gradients per architecture); the parameters, the
+``tests/unit/test_kernels.py`` pins logits, gradients, half precision and hook values); the parameters, the
 state dict and the hook points are unchanged, and ``copy.deepcopy`` keeps the fusion. It is our
 choice, on by default in `hookunlearn.models.load_model` (``fused_kernels=False`` turns it off);
 the speed is measured in ``benchmarks/eval_speed.py``.
@@ -74,7 +77,7 @@ def _upcast(module: torch.nn.Module, x: Tensor) -> Tensor:
 class FusedLayerNorm(LayerNorm):
     """`LayerNorm` with ``F.layer_norm`` while its hook points are free."""
 
-    def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
         if _hooked(self):
             return super().forward(x)
         if self.cfg.dtype in (torch.float32, torch.float64) and x.dtype == self.w.dtype:
@@ -86,7 +89,7 @@ class FusedLayerNorm(LayerNorm):
 class FusedLayerNormPre(LayerNormPre):
     """`LayerNormPre` (folded weights) with ``F.layer_norm`` while its hook points are free."""
 
-    def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
         if _hooked(self):
             return super().forward(x)
         return F.layer_norm(_upcast(self, x), (x.shape[-1],), eps=self.eps).to(self.cfg.dtype)
@@ -95,7 +98,7 @@ class FusedLayerNormPre(LayerNormPre):
 class FusedRMSNorm(RMSNorm):
     """`RMSNorm` with ``F.rms_norm`` while its hook points are free."""
 
-    def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
         if _hooked(self) or x.device != self.w.device:
             return super().forward(x)  # TransformerLens's path also moves the weight to x's device
         if self.cfg.dtype in (torch.float32, torch.float64) and x.dtype == self.w.dtype:
@@ -106,7 +109,7 @@ class FusedRMSNorm(RMSNorm):
 class FusedRMSNormPre(RMSNormPre):
     """`RMSNormPre` (folded weights) with ``F.rms_norm`` while its hook points are free."""
 
-    def forward(self, x: Float[Tensor, "batch pos d"]) -> Float[Tensor, "batch pos d"]:
+    def forward(self, x: Float[Tensor, "*batch d"]) -> Float[Tensor, "*batch d"]:
         if _hooked(self):
             return super().forward(x)
         return F.rms_norm(_upcast(self, x), (x.shape[-1],), eps=self.eps).to(self.cfg.dtype)

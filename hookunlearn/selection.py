@@ -228,9 +228,9 @@ def corpus_stats(
             continue
         tokens, mask = tokenize_batch(model, batch, max_tokens=max_tokens, truncated=cut)
         cache = cache_hooks(model, tokens, list(hooks.values()))
-        device_mask = mask.to(model.cfg.device)
         for layer, sae in saes.items():
-            acts = cache[hooks[layer]][device_mask]
+            layer_acts = cache[hooks[layer]]  # on the hooked block's device (several with --n-devices)
+            acts = layer_acts[mask.to(layer_acts.device)]
             codes = sae.encode(acts.to(dtype=sae.dtype))
             stats[layer].add(acts, codes)
             if contexts is not None and layer in contexts:
@@ -297,7 +297,8 @@ def entity_stats(
         coded = torch.zeros_like(visible)
         coded[rows, positions] = True
         for layer, sae in saes.items():
-            acts = cache[hooks[layer]][rows, positions.to(model.cfg.device)]
+            layer_acts = cache[hooks[layer]]  # on the hooked block's device (several with --n-devices)
+            acts = layer_acts[rows.to(layer_acts.device), positions.to(layer_acts.device)]
             codes = sae.encode(acts.to(dtype=sae.dtype))
             for role in sorted(set(roles)):
                 index = torch.tensor([i for i, r in enumerate(roles) if r == role])

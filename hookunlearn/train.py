@@ -226,7 +226,12 @@ class Trainer:
             return contextlib.nullcontext()
         layer, delta = perturbation
         return self.model.hooks(
-            fwd_hooks=[(f"blocks.{layer}.hook_resid_pre", lambda value, hook: value + delta.to(value.dtype))]
+            fwd_hooks=[
+                (
+                    f"blocks.{layer}.hook_resid_pre",
+                    lambda value, hook: value + delta.to(value.device, value.dtype),
+                )
+            ]
         )
 
     def _inputs(self, forget: Batch, retain: Batch, perturbation: Perturbation | None = None) -> StepInputs:

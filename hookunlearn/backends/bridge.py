@@ -204,12 +204,14 @@ def device_count(model: TransformerBridge) -> int:
 
 
 def multi_device(model: TransformerBridge) -> bool:
-    """Whether the module's weights sit on more than one device (cached on the model)."""
-    cached = getattr(model, "_hookunlearn_multi_device", None)
-    if cached is None:
-        cached = len({param.device for param in model.parameters()}) > 1
-        object.__setattr__(model, "_hookunlearn_multi_device", cached)
-    return bool(cached)
+    """Whether the module's weights sit on more than one device (looked up each time: a later
+    ``.to()`` changes the answer)."""
+    devices = set()
+    for param in model.parameters():
+        devices.add(param.device)
+        if len(devices) > 1:
+            return True
+    return False
 
 
 def block_device(model: TransformerBridge, index: int) -> torch.device:
@@ -220,7 +222,7 @@ def block_device(model: TransformerBridge, index: int) -> torch.device:
 def hook_device(model: TransformerBridge, hook_name: str) -> torch.device:
     """Where the activation at ``hook_name`` is computed: the hook's block's device (the first
     block's for hooks below the blocks, the last's above; ``hook_resid_pre`` of block L is seen
-    before the block, on the device of block L - 1)."""
+    before the block, on the device of block L - 1, and of block 0 on the embedding's)."""
     from hookunlearn.hooks import hook_layer
 
     if not multi_device(model):
@@ -228,7 +230,9 @@ def hook_device(model: TransformerBridge, hook_name: str) -> torch.device:
     layer = hook_layer(hook_name)
     if layer is None:
         layer = len(model.blocks) - 1 if hook_name.startswith(("ln_final", "unembed")) else 0
-    elif hook_name.endswith("hook_resid_pre") and layer > 0:
+    elif hook_name.endswith("hook_resid_pre"):
+        if layer == 0:
+            return next(model.parameters()).device  # the embedding's, the module's first weights
         layer -= 1
     return block_device(model, layer)
 

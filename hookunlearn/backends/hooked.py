@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from hookunlearn.errors import HookunlearnError
+from hookunlearn.errors import HookunlearnError, ModelLoadError
 
 NAME = "hooked"
 
@@ -51,6 +51,11 @@ def place(model: HookedTransformer, device: torch.device, n_devices: int) -> Non
     Not TransformerLens's ``move_model_modules_to_device``: in 3.9 that puts each module on the
     device with the most free memory at the moment it moves, which need not be the device its
     forward then sends the residual stream to."""
+    if n_devices > model.cfg.n_layers:
+        raise ModelLoadError(
+            f"n_devices={n_devices} is more than the model's {model.cfg.n_layers} blocks: some devices would "
+            f"hold nothing; give --n-devices {model.cfg.n_layers} or fewer."
+        )
     model.cfg.device = str(device)
     model.cfg.n_devices = n_devices
     first = _device_for_block(0, model.cfg)

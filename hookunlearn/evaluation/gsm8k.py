@@ -184,9 +184,10 @@ def _next_logits(
     mask: Int[Tensor, "batch pos"],
     cache: TransformerLensKeyValueCache,
 ) -> Float[Tensor, "batch vocab"]:
-    """Log-probabilities after each row's last token (the cache grows by ``tokens``). On the
-    hooked backend the final norm and unembedding run at the last position only (`log_probs_at`'s
-    tail): a prompt's prefill is one forward, with no ``[batch, pos, vocab]`` tensor."""
+    """Scores of the next token after each row's last token, for its argmax (the cache grows by
+    ``tokens``). On the hooked backend: log-probabilities, with the final norm and unembedding at
+    the last position only (`log_probs_at`'s tail), so a prompt's prefill is one forward with no
+    ``[batch, pos, vocab]`` tensor; on the bridge: the logits there."""
     device = model.cfg.device
     if backend_name(model) == "hooked":
         residual = model(
@@ -252,7 +253,11 @@ def _generate_batch(
             break
         new_mask = torch.ones((len(prompts), 1), dtype=torch.long)
         logits = _next_logits(model, next_ids[:, None], new_mask, cache)
-    return [truncate_at_stop(model.tokenizer.decode(row), stop_sequences) for row in generated]
+    # decoded as the harness's hf model decodes a generation: special tokens (pad, BOS, ...) dropped
+    return [
+        truncate_at_stop(model.tokenizer.decode(row, skip_special_tokens=True), stop_sequences)
+        for row in generated
+    ]
 
 
 def generate_greedy(

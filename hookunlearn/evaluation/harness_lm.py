@@ -168,7 +168,9 @@ class HookunlearnLM(TemplateLM):
         """Greedy generations, batched (``batch_size`` prompts at a time, longest first) with a
         key-value cache: the gsm8k suite's generator (`hookunlearn.evaluation.gsm8k.generate_greedy`).
         Requests with the same stop strings and token budget run together; each context keeps its
-        last ``max_length - max_gen_toks`` tokens, as the harness's ``hf`` model keeps them."""
+        last ``max_length - max_gen_toks`` tokens, as the harness's ``hf`` model keeps them (a
+        ``max_gen_toks`` of the context length or more is cut to one less, where ``hf`` fails).
+        Texts are decoded without special tokens, as ``hf`` decodes them."""
         groups: dict[tuple[tuple[str, ...], int], list[tuple[int, str]]] = {}
         for index, request in enumerate(requests):
             context, gen_kwargs = request.args

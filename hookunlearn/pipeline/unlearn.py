@@ -356,14 +356,23 @@ def unlearn(config: UnlearnConfig, *, progress: Progress | None = None) -> Unlea
     from hookunlearn import distributed
     from hookunlearn.models import check_placement
 
-    # the backend's own checks (n_devices with hooked, device_map with bridge) wait until the
-    # backend is known (the subspace's); torchrun and the device count are checked now
-    check_placement(
-        backend="bridge" if config.device_map is not None else "hooked",
-        device=config.device,
-        n_devices=config.n_devices if config.device_map is None else 1,
-        device_map=config.device_map,
-    )
+    # with --backend given, every placement check runs now; otherwise the backend's own checks
+    # (n_devices with hooked, device_map with bridge) wait until it is known (the subspace's) and
+    # only torchrun and the device count are checked now
+    if config.backend is not None:
+        check_placement(
+            backend=config.backend,
+            device=config.device,
+            n_devices=config.n_devices,
+            device_map=config.device_map,
+        )
+    else:
+        check_placement(
+            backend="bridge" if config.device_map is not None else "hooked",
+            device=config.device,
+            n_devices=config.n_devices if config.device_map is None else 1,
+            device_map=config.device_map,
+        )
     distributed.init_from_env(config.device)  # under torchrun: data-parallel over the micro-batches
     from hookunlearn.artifacts import check_not_input
 

@@ -191,7 +191,7 @@ def _cache_free_greedy(model: HookedTransformer, prompt: Sequence[int], max_new_
             break
         generated.append(token)
         tokens.append(token)
-    return model.tokenizer.decode(generated)
+    return model.tokenizer.decode(generated, skip_special_tokens=True)  # as the harness decodes
 
 
 @pytest.mark.parametrize("stops", [(), STOP_SEQUENCES])
@@ -214,6 +214,33 @@ def test_batched_greedy_generation_equals_one_row_at_a_time(
         assert single == [_cache_free_greedy(chatty_model, p, 12) for p in prompts]
     with pytest.raises(DataError, match="at most"):
         generate_greedy(chatty_model, prompts, max_new_tokens=chatty_model.cfg.n_ctx)
+
+
+def test_generated_special_tokens_are_dropped_as_the_harness_drops_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """lm-eval's hf model decodes a generation with ``skip_special_tokens=True``: a BOS or pad the
+    model emits is not part of the text. The generator is driven to emit BOS, a word, pad, then EOS
+    (a tiny checkpoint whose tokenizer has distinct ``<bos>``/``<pad>``/``<eos>``)."""
+    import hookunlearn.evaluation.gsm8k as gsm8k
+    from tests.fixtures_hf import make_tiny_checkpoint
+
+    model = load_model(str(make_tiny_checkpoint("gpt2", tmp_path / "tiny")), device="cpu")
+    tokenizer = model.tokenizer
+    assert len({tokenizer.bos_token_id, tokenizer.pad_token_id, tokenizer.eos_token_id}) == 3
+    word = encode(model, " capital")
+    script = iter([tokenizer.bos_token_id, *word, tokenizer.pad_token_id, tokenizer.eos_token_id])
+
+    def scripted(model, tokens, mask, cache):  # noqa: ANN001, ANN202
+        logits = torch.full((tokens.shape[0], model.cfg.d_vocab), -1e9)
+        logits[:, next(script)] = 0.0
+        return logits
+
+    monkeypatch.setattr(gsm8k, "_next_logits", scripted)
+    prompt = bos_prefix(model, None) + encode(model, "Question: who?")
+    (text,) = generate_greedy(model, [prompt], max_new_tokens=8, stop_sequences=(), batch_size=1)
+    assert text == tokenizer.decode(word) and text.strip()
+    assert tokenizer.bos_token not in text and tokenizer.pad_token not in text
 
 
 # ----------------------------------------------------------------------------- GSM8K suite

@@ -33,9 +33,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {arch: make_tiny_checkpoint(arch, root / arch, seed=5) for arch in ARCHITECTURES}
 
 
-def _pair(path: Path, dtype: str = "float32"):
-    plain = load_model(str(path), device="cpu", dtype=dtype, fused_kernels=False)
-    fused = load_model(str(path), device="cpu", dtype=dtype)
+def _pair(path: Path, dtype: str = "float32", processing: str = "none"):
+    plain = load_model(str(path), device="cpu", dtype=dtype, processing=processing, fused_kernels=False)
+    fused = load_model(str(path), device="cpu", dtype=dtype, processing=processing)
     return plain, fused
 
 
@@ -62,10 +62,15 @@ def test_load_model_fuses_by_default_and_can_be_told_not_to(checkpoints: dict[st
     assert _fused_modules(copied) == _fused_modules(fused)
 
 
+@pytest.mark.parametrize("processing", ["none", "all"])  # all: folded norms (LNPre / RMSPre)
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_fused_forward_equals_transformer_lens(arch: str, checkpoints: dict[str, Path]) -> None:
-    plain, fused = _pair(checkpoints[arch])
+def test_fused_forward_equals_transformer_lens(
+    arch: str, processing: str, checkpoints: dict[str, Path]
+) -> None:
+    plain, fused = _pair(checkpoints[arch], processing=processing)
     assert _fused_modules(fused) > 0
+    if processing == "all":
+        assert any(isinstance(m, (LayerNormPre, RMSNormPre)) for m in fused.modules())
     tokens = probe_tokens(plain.cfg.d_vocab, batch=3, pos=10, seed=2)
     mask = torch.ones_like(tokens)
     mask[0, :4] = 0  # a left-padded row
@@ -79,7 +84,7 @@ def test_fused_forward_equals_transformer_lens(arch: str, checkpoints: dict[str,
         assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma2"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_fused_gradients_equal_transformer_lens(arch: str, checkpoints: dict[str, Path]) -> None:
     plain, fused = _pair(checkpoints[arch])
     tokens = probe_tokens(plain.cfg.d_vocab, batch=2, pos=8, seed=4)
@@ -131,9 +136,10 @@ def test_a_hook_on_a_norm_sees_and_changes_what_it_would_unfused(
         assert torch.allclose(cache_fused[name], cache_plain[name], atol=1e-5, rtol=1e-5), name
 
 
-def test_fused_half_precision_equals_transformer_lens(checkpoints: dict[str, Path]) -> None:
-    for arch in ("gpt2", "gemma2"):
-        plain, fused = _pair(checkpoints[arch], dtype="bfloat16")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_fused_half_precision_equals_transformer_lens(dtype: str, checkpoints: dict[str, Path]) -> None:
+    for arch in ("gpt2", "llama", "gemma2"):
+        plain, fused = _pair(checkpoints[arch], dtype=dtype)
         tokens = probe_tokens(plain.cfg.d_vocab, batch=2, pos=8, seed=3)
         with torch.no_grad():
             want, got = plain(tokens).float(), fused(tokens).float()
@@ -182,3 +188,40 @@ def test_configurations_outside_the_plain_forward_run_transformer_lens_own(
     assert len(cache_fused.keys()) == plain.cfg.n_layers
     for name in cache_plain.keys():  # noqa: SIM118 (an ActivationCache)
         assert torch.allclose(cache_fused[name], cache_plain[name], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "setting", ["split_qkv_input", "attn_in", "ungroup_grouped_query_attention", "backward_hook_on_a_norm"]
+)
+def test_configurations_that_take_transformer_lens_paths_give_its_results(
+    setting: str, checkpoints: dict[str, Path]
+) -> None:
+    """Inputs the fused attention does not handle (split Q/K/V inputs, attn_in), ungrouped GQA
+    weights, and a norm with a backward hook: TransformerLens's computation, values and gradients."""
+    # attn_in exists only for full (not grouped-query) attention: GPT-2; the rest on Llama (GQA)
+    plain, fused = _pair(checkpoints["gpt2" if setting == "attn_in" else "llama"])
+    grads: list[torch.Tensor] = []
+    for model in (plain, fused):
+        if setting == "split_qkv_input":
+            model.set_use_split_qkv_input(True)
+        elif setting == "attn_in":
+            model.set_use_attn_in(True)
+        elif setting == "ungroup_grouped_query_attention":
+            model.set_ungroup_grouped_query_attention(True)
+        else:
+            model.add_hook("blocks.0.ln2.hook_normalized", lambda grad, hook: 2 * grad, dir="bwd")
+    tokens = probe_tokens(plain.cfg.d_vocab, batch=2, pos=6, seed=8)
+    outputs = []
+    for model in (plain, fused):
+        model.zero_grad()
+        loss = model(tokens, return_type="loss")
+        loss.backward()
+        outputs.append(loss.detach())
+        grads.append(model.blocks[0].attn.W_Q.grad.clone())  # upstream of the norm hook
+    assert torch.allclose(outputs[1], outputs[0], atol=1e-5)
+    assert torch.allclose(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+    if setting == "backward_hook_on_a_norm":  # the hook really acts (so the comparison means something)
+        plain.reset_hooks(including_permanent=True)
+        plain.zero_grad()
+        plain(tokens, return_type="loss").backward()
+        assert not torch.allclose(plain.blocks[0].attn.W_Q.grad, grads[0], atol=1e-4)

@@ -156,6 +156,12 @@ def test_place_follows_transformerlens_split(gpt2_dir: Path, monkeypatch: pytest
     assert hooked.hook_device(model, "ln_final.hook_normalized") == META
 
 
+def test_more_devices_than_blocks_is_refused(gpt2_dir: Path) -> None:
+    model = load_model(gpt2_dir, device="cpu")
+    with pytest.raises(ModelLoadError, match="more than the model's 4 blocks"):
+        hooked.place(model, CPU, 5)
+
+
 def test_hooked_backend_moves_the_residual_to_each_block(
     gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -177,9 +183,14 @@ def test_hooked_backend_moves_the_residual_to_each_block(
         torch.func.functional_call(model.blocks[2], overrides, (resid,))
 
 
-def test_single_device_run_block_with_copies_nothing(gpt2_dir: Path) -> None:
+def test_single_device_run_block_with_moves_nothing(gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = load_model(gpt2_dir, device="cpu")
     assert not hooked.multi_device(model) and model_info(model).n_devices == 1
+
+    def no_lookup(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a one-device model must not look up per-block devices")
+
+    monkeypatch.setattr(hooked, "block_device", no_lookup)
     resid = torch.randn(1, 3, model.cfg.d_model)
     seen = []
     handle = model.blocks[1].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
@@ -187,7 +198,7 @@ def test_single_device_run_block_with_copies_nothing(gpt2_dir: Path) -> None:
         hooked.run_block_with(model, 1, {}, resid)
     finally:
         handle.remove()
-    assert seen[0] is resid  # the very tensor: no .to() on one device
+    assert seen[0] is resid
 
 
 def test_trainer_reference_path_across_devices(gpt2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,6 +230,20 @@ def test_trainer_reference_path_across_devices(gpt2_dir: Path, monkeypatch: pyte
     assert inputs.forget_resid.device == inputs.retain_resid.device == inputs.retain_resid_ref.device == META
     _, total = trainer.losses(forget.batch(rows), retain.batch(rows))
     assert total.device == META and total.ndim == 0
+
+
+def test_export_of_a_spread_model_verifies_on_the_cpu(gpt2_dir: Path, tmp_path: Path) -> None:
+    """A model whose config says it spans several devices is verified on the CPU (the reload and a
+    half-precision model's float32 twin stay there, the twin on one device). On this machine
+    TransformerLens keeps every block of a CPU model on the CPU, so this runs the spread path's
+    code, not a real split."""
+    from hookunlearn.export import export_model
+
+    model = load_model(gpt2_dir, device="cpu", dtype="bfloat16")
+    model.cfg.n_devices = 2
+    info = export_model(model, tmp_path / "export")
+    assert info.verified and info.half_precision_error is not None
+    assert info.max_logprob_diff is not None and info.max_logprob_diff <= info.tolerance
 
 
 def test_global_grad_norm() -> None:
