@@ -147,20 +147,26 @@ class HookunlearnLM(TemplateLM):
         return [(score.logprob, score.greedy) for score in scores]
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        out = []
-        for request in requests:
+        """Each string's log-likelihood over the harness's disjoint rolling windows; the windows of
+        all requests are scored together (one `score_pairs` call), then summed per request. The
+        string is encoded as the harness's ``hf`` model encodes it (``tok_encode`` with the
+        tokenizer's defaults: BOS in front when the model takes one, so the first window scores
+        it after the prefix token, as ``hf`` does on an export)."""
+        windows, owners = [], []
+        for index, request in enumerate(requests):
             (string,) = request.args
-            windows = [
-                lm_utils.make_disjoint_window(window)
-                for window in lm_utils.get_rolling_token_windows(
-                    token_list=self.tok_encode(string, add_special_tokens=False),
-                    prefix_token=self.prefix_token_id,
-                    max_seq_len=self.max_length,
-                    context_len=1,
-                )
-            ]
-            scores = self._loglikelihood_tokens([(("", ""), list(c), list(t)) for c, t in windows])
-            out.append(sum(logprob for logprob, _ in scores))
+            for context, target in lm_utils.get_rolling_token_windows(
+                token_list=self.tok_encode(string),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            ):
+                context, target = lm_utils.make_disjoint_window((context, target))
+                windows.append((("", ""), list(context), list(target)))
+                owners.append(index)
+        out = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows), strict=True):
+            out[owner] += logprob
         return out
 
     @torch.no_grad()

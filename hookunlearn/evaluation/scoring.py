@@ -202,14 +202,15 @@ def _score_rows(
     pad_id: int,
     scores: list[ContinuationScore | None],
 ) -> None:
-    """One padded row per pair (context + continuation), rows of similar length together."""
-    rows = [list(pairs[i].context) + list(pairs[i].continuation) for i in indices]
+    """One padded row per pair (context + continuation without its last token, which is only
+    predicted, as the harness feeds it), rows of similar length together."""
+    rows = [list(pairs[i].context) + list(pairs[i].continuation)[:-1] for i in indices]
     for batch in _by_length(rows, batch_size):
         # logits at position t predict token t+1
         where = [
             (j, t)
             for j, b in enumerate(batch)
-            for t in range(len(pairs[indices[b]].context) - 1, len(rows[b]) - 1)
+            for t in range(len(pairs[indices[b]].context) - 1, len(rows[b]))
         ]
         log_probs = log_probs_at(
             model,
@@ -304,8 +305,8 @@ def score_pairs(
     key-value cache, `_score_shared`); the others one padded row per pair. Both give the plain
     forward's log-probabilities up to float round-off (tests pin it per architecture)."""
     pad_id = int(model.tokenizer.pad_token_id or 0) if model.tokenizer is not None else 0
-    for pair in pairs:
-        _check_length(model, len(pair.context) + len(pair.continuation))
+    for pair in pairs:  # the last continuation token is predicted, never fed
+        _check_length(model, len(pair.context) + max(len(pair.continuation) - 1, 0))
     scores: list[ContinuationScore | None] = [
         None if pair.continuation else ContinuationScore(0.0, True, 0, 1.0) for pair in pairs
     ]

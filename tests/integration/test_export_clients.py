@@ -253,6 +253,41 @@ def test_harness_generation_by_hookunlearn_lm_equals_the_hf_model(
     assert any(ours) and len(set(ours)) > 3  # real generations, not empty strings
 
 
+def test_rolling_loglikelihood_by_hookunlearn_lm_equals_the_hf_model(
+    world_model, exported: Path, tmp_path: Path
+) -> None:
+    """``loglikelihood_rolling`` (perplexity tasks) through HookunlearnLM, every request's windows
+    scored in one batch, gives the harness's hf model's per-document log-likelihoods on the export,
+    including documents longer than the context (several windows)."""
+    from lm_eval.tasks import TaskManager
+
+    from hookunlearn.evaluation.harness import _write_task
+    from hookunlearn.evaluation.harness_lm import HookunlearnLM
+
+    texts = (world_dir() / "data" / "retain_corpus.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    docs = [json.loads(line)["text"] for line in texts]
+    docs.append(" ".join(docs))  # several windows of the 64-token context
+    assert len(world_model.tokenizer(docs[-1])["input_ids"]) > 2 * world_model.cfg.n_ctx
+    rows = [{"id": index, "text": doc} for index, doc in enumerate(docs)]
+    body = ["output_type: loglikelihood_rolling", 'doc_to_text: ""', 'doc_to_target: "{{text}}"']
+    _write_task(tmp_path / "ppl", "world_ppl", rows, "a test", body, [])  # the output type's metrics
+    manager = TaskManager(include_path=str(tmp_path / "ppl"))
+
+    def logliks(model, **kwargs) -> list[float]:
+        results = lm_eval.simple_evaluate(
+            model=model, tasks=["world_ppl"], task_manager=manager, bootstrap_iters=0, log_samples=True,
+            verbosity="ERROR", **kwargs,
+        )  # fmt: skip
+        samples = sorted(results["samples"]["world_ppl"], key=lambda row: row["doc_id"])
+        return [float(row["resps"][0][0]) for row in samples]
+
+    theirs = logliks("hf", model_args=f"pretrained={exported},device=cpu", batch_size=4)
+    ours = logliks(HookunlearnLM(world_model, batch_size=4))
+    assert len(ours) == len(docs)
+    assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1e-3
+    assert len({round(value, 3) for value in ours}) == len(docs)  # real, distinct numbers
+
+
 def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
     from hookunlearn.cli.app import app
     from typer.testing import CliRunner
