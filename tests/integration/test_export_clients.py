@@ -217,6 +217,16 @@ def test_harness_scores_a_conditional_clamp(
     )
 
 
+def _first_responses(manager, task: str, model, **kwargs) -> list:  # noqa: ANN001
+    """Each document's first response (a generation, a log-likelihood) from one harness run, batch 4."""
+    results = lm_eval.simple_evaluate(
+        model=model, tasks=[task], task_manager=manager, bootstrap_iters=0, log_samples=True,
+        verbosity="ERROR", batch_size=4, **kwargs,
+    )  # fmt: skip
+    samples = sorted(results["samples"][task], key=lambda row: row["doc_id"])
+    return [row["resps"][0][0] for row in samples]
+
+
 def test_harness_generation_by_hookunlearn_lm_equals_the_hf_model(
     world_model, exported: Path, tmp_path: Path
 ) -> None:
@@ -237,17 +247,8 @@ def test_harness_generation_by_hookunlearn_lm_equals_the_hf_model(
         tmp_path / "gen", "world_gen", prompts, until=["Question:", "\n\n"], max_gen_toks=12
     )
     manager = TaskManager(include_path=str(tmp_path / "gen"))
-
-    def texts(model, **kwargs) -> list[str]:
-        results = lm_eval.simple_evaluate(
-            model=model, tasks=["world_gen"], task_manager=manager, bootstrap_iters=0, log_samples=True,
-            verbosity="ERROR", **kwargs,
-        )  # fmt: skip
-        samples = sorted(results["samples"]["world_gen"], key=lambda row: row["doc_id"])
-        return [row["resps"][0][0] for row in samples]
-
-    theirs = texts("hf", model_args=f"pretrained={exported},device=cpu", batch_size=4)
-    ours = texts(HookunlearnLM(world_model, batch_size=4))
+    theirs = _first_responses(manager, "world_gen", "hf", model_args=f"pretrained={exported},device=cpu")
+    ours = _first_responses(manager, "world_gen", HookunlearnLM(world_model, batch_size=4))
     assert len(ours) == len(prompts)
     assert ours == theirs
     assert any(ours) and len(set(ours)) > 3  # real generations, not empty strings
@@ -272,20 +273,11 @@ def test_rolling_loglikelihood_by_hookunlearn_lm_equals_the_hf_model(
     body = ["output_type: loglikelihood_rolling", 'doc_to_text: ""', 'doc_to_target: "{{text}}"']
     _write_task(tmp_path / "ppl", "world_ppl", rows, "a test", body, [])  # the output type's metrics
     manager = TaskManager(include_path=str(tmp_path / "ppl"))
-
-    def logliks(model, **kwargs) -> list[float]:
-        results = lm_eval.simple_evaluate(
-            model=model, tasks=["world_ppl"], task_manager=manager, bootstrap_iters=0, log_samples=True,
-            verbosity="ERROR", **kwargs,
-        )  # fmt: skip
-        samples = sorted(results["samples"]["world_ppl"], key=lambda row: row["doc_id"])
-        return [float(row["resps"][0][0]) for row in samples]
-
-    theirs = logliks("hf", model_args=f"pretrained={exported},device=cpu", batch_size=4)
-    ours = logliks(HookunlearnLM(world_model, batch_size=4))
+    theirs = _first_responses(manager, "world_ppl", "hf", model_args=f"pretrained={exported},device=cpu")
+    ours = _first_responses(manager, "world_ppl", HookunlearnLM(world_model, batch_size=4))
     assert len(ours) == len(docs)
-    assert max(abs(a - b) for a, b in zip(ours, theirs, strict=True)) < 1e-3
-    assert len({round(value, 3) for value in ours}) == len(docs)  # real, distinct numbers
+    assert max(abs(float(a) - float(b)) for a, b in zip(ours, theirs, strict=True)) < 1e-3
+    assert len({round(float(value), 3) for value in ours}) == len(docs)  # real, distinct numbers
 
 
 def test_export_cli_bos_and_report_options(tmp_path: Path) -> None:
