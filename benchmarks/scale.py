@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -343,10 +342,9 @@ def run_child(name: str, phase: str, args: argparse.Namespace) -> dict:
         "--eval-items",
         str(args.eval_items),
     ]
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise SystemExit(f"{name}/{phase} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    from unlearn_step import run_json_child
+
+    return run_json_child(argv, env, f"{name}/{phase}")
 
 
 def main() -> None:

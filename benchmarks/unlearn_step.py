@@ -291,9 +291,14 @@ def run_case(model_name: str, mode: str, args: argparse.Namespace) -> dict:
         "--batch-size",
         str(args.batch_size),
     ]
+    return run_json_child(argv, env, f"case {model_name}/{mode}")
+
+
+def run_json_child(argv: list[str], env: dict[str, str], label: str) -> dict:
+    """Run one benchmark case in its own process; its last stdout line is its JSON result."""
     done = subprocess.run(argv, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise SystemExit(f"case {model_name}/{mode} failed:\n{done.stderr}")
+        raise SystemExit(f"{label} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
