@@ -35,7 +35,7 @@ from hookunlearn.backends import backend_name
 from hookunlearn.backends.types import LanguageModel
 from hookunlearn.data import load_records, require_columns
 from hookunlearn.errors import DataError, HookunlearnError
-from hookunlearn.evaluation.scoring import _tail, bos_prefix, encode_batch
+from hookunlearn.evaluation.scoring import bos_prefix, encode_batch, tail_log_probs
 from hookunlearn.evaluation.standard import data_name
 from hookunlearn.evaluation.suites import EvalContext, Suite, item_id, prompt_hash, register
 
@@ -196,7 +196,7 @@ def _next_logits(
             past_kv_cache=cache,
             stop_at_layer=model.cfg.n_layers,
         )
-        return _tail(model, residual[:, -1])
+        return tail_log_probs(model, residual[:, -1])
     logits = model(tokens.to(device), attention_mask=mask.to(device), past_kv_cache=cache)
     return logits[:, -1, :]
 

@@ -64,13 +64,12 @@ def bos_prefix(model: LanguageModel, prepend_bos: bool | None) -> list[int]:
 
 
 def encode(model: LanguageModel, text: str) -> list[int]:
-    if model.tokenizer is None:
-        raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
-    return list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    """``text``'s token ids, without special tokens (one request of `encode_batch`)."""
+    return encode_batch(model, [text])[0]
 
 
 def encode_batch(model: LanguageModel, texts: Sequence[str]) -> list[list[int]]:
-    """`encode` for many texts in one batched tokenizer call (the same ids)."""
+    """Token ids of many texts, without special tokens, in one batched tokenizer call."""
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; load it with hookunlearn.models.load_model")
     if not texts:
@@ -123,7 +122,7 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Int[Tensor, "batch pos"]
     return out
 
 
-def _tail(model: LanguageModel, residual: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+def tail_log_probs(model: LanguageModel, residual: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
     """Log-softmax of the logits from final residuals, as `HookedTransformer.forward` computes
     them after its last block: final norm, unembedding, Gemma-2's logit soft cap."""
     picked = residual[:, None]  # [n, 1, d_model]: the components expect a position axis
@@ -142,14 +141,14 @@ def log_probs_at(
     """Log-softmax of the model's logits at ``(rows[i], positions[i])`` only.
 
     The blocks run on the whole batch (hooks fire as in ``model(tokens)``); the final norm, the
-    unembedding and the soft cap run on the picked positions only (`_tail`), so the values equal
+    unembedding and the soft cap run on the picked positions only (`tail_log_probs`), so the values equal
     the full forward's there while the ``[batch, pos, d_vocab]`` tensor is never built (at a 256k
     vocabulary it dominates)."""
     if backend_name(model) != "hooked":  # the bridge's tail is the HF module's own (hookunlearn.backends)
         return backend_of(model).log_probs_at(model, tokens, rows, positions)
     residual = model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers)
     device = residual.device
-    return _tail(model, residual[rows.to(device), positions.to(device)])
+    return tail_log_probs(model, residual[rows.to(device), positions.to(device)])
 
 
 def _by_length(rows: Sequence[Sequence[int]], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
@@ -263,7 +262,7 @@ def _score_shared(
         )
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, len(chunk))
         residual = model(contexts, past_kv_cache=cache, attention_mask=mask, stop_at_layer=model.cfg.n_layers)
-        first = _tail(model, residual[:, -1]).cpu()  # predicts every continuation's first token
+        first = tail_log_probs(model, residual[:, -1]).cpu()  # predicts every continuation's first token
         cache.freeze()
         # the chunk's continuations on copies of their context's cache row, similar lengths together
         members = [(b, i) for b, group in enumerate(chunk) for i in group]
@@ -282,7 +281,7 @@ def _score_shared(
                 attention_mask=torch.ones_like(tokens),
                 stop_at_layer=model.cfg.n_layers,
             )
-            log_probs = _tail(model, out[[j for j, _ in where], [t for _, t in where]]).cpu()
+            log_probs = tail_log_probs(model, out[[j for j, _ in where], [t for _, t in where]]).cpu()
             offset = 0
             for m in batch:
                 later[m] = log_probs[offset : offset + len(inputs[m])]
